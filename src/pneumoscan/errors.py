@@ -1,0 +1,19 @@
+"""User-facing errors: each one is printed by the CLI as a single line, never a traceback."""
+
+from __future__ import annotations
+
+
+class PneumoscanError(Exception):
+    """An error caused by user input (a file, a folder, a setting) with a message that says what to do."""
+
+
+class ImageReadError(PneumoscanError):
+    """A file could not be decoded into an image; the message names the file."""
+
+
+class DataError(PneumoscanError):
+    """A data folder is missing, empty, one-class or otherwise unusable."""
+
+
+class ModelFileError(PneumoscanError):
+    """A model file is missing, damaged, or not a pneumoscan model."""
