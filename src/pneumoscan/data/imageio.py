@@ -1,0 +1,349 @@
+"""Decode radiograph files (JPEG, PNG, BMP, TIFF, DICOM) into 2-D float32 grayscale arrays in [0, 1].
+
+The format is found from the content, never from the file name: DICOM by the ``DICM`` marker at byte 128
+(or, for files without that preamble, by pydicom parsing an image dataset out of them), anything else by
+Pillow. Output always looks the way a reader sees a radiograph: bright = dense, bones white.
+
+Pillow images: the EXIF orientation is applied; colour is reduced to ITU-R 601 luma; transparent pixels
+are composited over black (air is black on a radiograph, so see-through areas carry no density);
+16-bit images are scaled by 65535, keeping their full precision. Multi-page TIFF/GIF files give their
+first page.
+
+DICOM images: the modality LUT (rescale slope/intercept) is applied, then the VOI LUT or window
+centre/width when the file has one; otherwise 8-bit data is scaled by its nominal range and deeper
+data by its own minimum and maximum. MONOCHROME1 is inverted to look like MONOCHROME2. Multi-frame
+files, files without pixel data and compressed transfer syntaxes with no installed decoder are refused.
+
+Every failure raises :class:`~pneumoscan.errors.ImageReadError` with a one-line message that names the
+file and says what to do.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from pneumoscan.errors import ImageReadError
+
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
+    {".jpeg", ".jpg", ".png", ".dcm", ".dicom", ".bmp", ".tif", ".tiff"}
+)
+MAX_PIXELS: int = 50_000_000
+
+_HINT = "pass a JPEG, PNG or DICOM file"
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601
+_MONOCHROME = frozenset({"MONOCHROME1", "MONOCHROME2"})
+_COLOUR_PHOTOMETRICS = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422"})  # pydicom hands these back as RGB
+_MAX_DETAIL = 160  # characters of a library's own error message quoted in ours
+
+
+@dataclass(frozen=True, eq=False)
+class DecodedImage:
+    """A decoded image at its source resolution.
+
+    ``pixels`` is 2-D float32 grayscale in [0, 1] with bright = dense (bones white). ``colourfulness``
+    is the mean chroma of the source in [0, 1]: 0.0 for grayscale sources and for colour sources whose
+    channels are equal, high for colour photos. ``bit_depth`` is 1, 8 or 16 for ordinary images (32 for
+    float/32-bit TIFF) and BitsStored for DICOM.
+    """
+
+    pixels: np.ndarray
+    colourfulness: float
+    source_format: str
+    bit_depth: int
+
+
+def is_image_file(path: str | os.PathLike[str]) -> bool:
+    """Whether a folder scan should pick up ``path``: a supported suffix and not a hidden file.
+
+    Hidden files are skipped because archives made on macOS carry ``._name.jpeg`` resource forks.
+    """
+    name = Path(path).name
+    return not name.startswith(".") and Path(name).suffix.lower() in SUPPORTED_SUFFIXES
+
+
+def read_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    """Decode the image file at ``path``; raise ImageReadError (naming the file) if it cannot be used."""
+    name = os.fspath(path)
+    return read_image_bytes(_read_file(name), name, max_pixels=max_pixels)
+
+
+def read_image_bytes(data: bytes, name: str, *, max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    """Decode an image held in memory (e.g. a web upload); ``name`` is only used in error messages."""
+    if not data:
+        raise _error(name, f"file is empty; {_HINT}")
+    if data[128:132] == b"DICM":
+        return _decode_dicom(_read_dicom(data, name), name, max_pixels)
+    image = _open_with_pillow(data, name)
+    if image is not None:
+        return _decode_pillow(image, name, max_pixels)
+    dataset = _read_headerless_dicom(data)
+    if dataset is not None:
+        return _decode_dicom(dataset, name, max_pixels)
+    raise _error(name, f"not a readable image (cannot identify image file); {_HINT}")
+
+
+def _error(name: str, text: str) -> ImageReadError:
+    return ImageReadError(" ".join(f"{name}: {text}".splitlines()))
+
+
+def _detail(exc: BaseException) -> str:
+    """A library's error message squeezed onto one short line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."
+
+
+def _read_file(name: str) -> bytes:
+    try:
+        with open(name, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise _error(name, "file not found") from None
+    except IsADirectoryError:
+        raise _error(name, f"is a folder, not an image file; {_HINT}") from None
+    except PermissionError:
+        raise _error(name, "permission denied; check that the file is readable") from None
+    except OSError as exc:
+        raise _error(name, f"cannot be read ({exc.strerror or _detail(exc)})") from None
+
+
+def _check_size(name: str, width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise _error(name, f"image is {width}x{height} pixels, which is empty; re-export it")
+    if width * height > max_pixels:
+        raise _error(
+            name,
+            f"image is {width}x{height} pixels, above the {max_pixels}-pixel limit; downscale it first",
+        )
+
+
+# --- Pillow -----------------------------------------------------------------------------------------
+
+
+def _open_with_pillow(data: bytes, name: str) -> Image.Image | None:
+    """Open (without decoding pixels) an image Pillow recognises, or return None."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        return None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _error(name, f"image is too large to decode safely ({_detail(exc)}); downscale it") from None
+    except Exception as exc:  # plugins choke on damaged headers with anything from OSError to struct.error
+        raise _error(name, f"image is truncated or corrupt ({_detail(exc)}); re-export it") from None
+
+
+def _decode_pillow(image: Image.Image, name: str, max_pixels: int) -> DecodedImage:
+    _check_size(name, image.width, image.height, max_pixels)
+    source_format = image.format or "unknown"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()  # truncated files fail here rather than being padded with grey
+            image = ImageOps.exif_transpose(image)
+    except Exception as exc:  # Pillow's decoders raise OSError, SyntaxError, ValueError, EOFError, ...
+        raise _error(name, f"image is truncated or corrupt ({_detail(exc)}); re-export it") from None
+    pixels, colourfulness, bit_depth = _pillow_to_gray(image)
+    return DecodedImage(_finish(pixels), colourfulness, source_format, bit_depth)
+
+
+def _pillow_to_gray(image: Image.Image) -> tuple[np.ndarray, float, int]:
+    """Grayscale in [0, 1] (before clipping), colourfulness and bit depth of a loaded Pillow image."""
+    mode = image.mode
+    if mode.startswith("I;16"):
+        return np.asarray(image, dtype=np.float32) / 65535.0, 0.0, 16
+    if mode in ("I", "F"):
+        pixels, bit_depth = _wide_to_unit(np.asarray(image, dtype=np.float64), is_float=mode == "F")
+        return pixels, 0.0, bit_depth
+    if mode == "1":
+        return np.asarray(image, dtype=np.float32), 0.0, 1
+    if mode == "L":
+        return np.asarray(image, dtype=np.float32) / 255.0, 0.0, 8
+    if mode in ("LA", "La"):
+        gray_alpha = np.asarray(image.convert("LA"), dtype=np.float32) / 255.0
+        return gray_alpha[..., 0] * gray_alpha[..., 1], 0.0, 8
+    rgb = _composited_rgb(image)
+    return rgb @ _LUMA, _chroma(rgb), 8
+
+
+def _composited_rgb(image: Image.Image) -> np.ndarray:
+    """RGB in [0, 1] of a colour, palette or CMYK image; transparent pixels are composited over black."""
+    if image.mode not in ("RGBA", "RGBa", "PA") and "transparency" not in image.info:
+        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+    return rgba[..., :3] * rgba[..., 3:]
+
+
+def _wide_to_unit(values: np.ndarray, *, is_float: bool) -> tuple[np.ndarray, int]:
+    """32-bit integer or float pixels and their bit depth.
+
+    Integers within 0..65535 are 16-bit data (scaled by 65535) and floats within [0, 1] are kept;
+    anything else is stretched over its own range.
+    """
+    low, high = float(values.min()), float(values.max())
+    if is_float and low >= 0.0 and high <= 1.0:
+        return values, 32
+    if not is_float and low >= 0.0 and high <= 65535.0:
+        return values / 65535.0, 16
+    return _normalise(values, low, high), 32
+
+
+def _chroma(rgb: np.ndarray) -> float:
+    """Mean of max(R, G, B) - min(R, G, B) over the pixels of an RGB array in [0, 1]."""
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]  # much faster than reducing along axis -1
+    return float(np.mean(np.maximum(np.maximum(red, green), blue) - np.minimum(np.minimum(red, green), blue)))
+
+
+def _normalise(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map [low, high] onto [0, 1]; a flat range gives zeros."""
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.float32)
+    return (values - low) / (high - low)
+
+
+def _finish(pixels: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.clip(pixels, 0.0, 1.0), dtype=np.float32)
+
+
+# --- DICOM ------------------------------------------------------------------------------------------
+
+
+def _read_dicom(data: bytes, name: str) -> Dataset:
+    try:
+        return pydicom.dcmread(io.BytesIO(data))
+    except Exception as exc:  # pydicom reports damaged files with many exception types
+        raise _error(name, f"DICOM file is damaged ({_detail(exc)}); re-export it") from None
+
+
+def _read_headerless_dicom(data: bytes) -> Dataset | None:
+    """A DICOM dataset written without the 128-byte preamble, or None if ``data`` is not one."""
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data), force=True)
+    except Exception:  # forced parsing of a non-DICOM file fails in arbitrary ways
+        return None
+    if "PixelData" not in dataset and "SOPClassUID" not in dataset:
+        return None
+    if "TransferSyntaxUID" not in dataset.file_meta:  # record the encoding pydicom found while parsing
+        implicit, little_endian = dataset.original_encoding
+        explicit = ExplicitVRLittleEndian if little_endian else ExplicitVRBigEndian
+        dataset.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else explicit
+    return dataset
+
+
+def _decode_dicom(dataset: Dataset, name: str, max_pixels: int) -> DecodedImage:
+    photometric, bits_stored = _check_dicom_header(dataset, name, max_pixels)
+    _check_decoder(dataset, name)
+    try:
+        pixels = dataset.pixel_array
+        if pixels.ndim != (2 if photometric in _MONOCHROME else 3):
+            raise ValueError(f"{photometric} pixel data has shape {pixels.shape}")
+        if photometric in _MONOCHROME:
+            gray, colourfulness = _monochrome_to_unit(pixels, dataset, photometric, bits_stored), 0.0
+        else:
+            rgb = pixels.astype(np.float32) / float(2**bits_stored - 1)
+            gray, colourfulness = rgb @ _LUMA, _chroma(rgb)
+    except Exception as exc:  # decoders and LUT code raise ValueError, RuntimeError, KeyError, ...
+        raise _error(name, f"DICOM pixel data cannot be decoded ({_detail(exc)}); re-export it") from None
+    return DecodedImage(_finish(gray), colourfulness, "DICOM", bits_stored)
+
+
+def _check_dicom_header(dataset: Dataset, name: str, max_pixels: int) -> tuple[str, int]:
+    """Refuse datasets that are not a single-frame grayscale/RGB image; return photometric, BitsStored."""
+    if "PixelData" not in dataset:
+        raise _error(name, "DICOM file has no pixel data (not an image, or cut short); pass a radiograph")
+    try:
+        frames = int(dataset.get("NumberOfFrames") or 1)
+        rows, columns = int(dataset.Rows), int(dataset.Columns)
+        bits_stored = int(dataset.BitsStored)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise _error(name, f"DICOM image header is incomplete ({_detail(exc)}); re-export it") from None
+    if frames > 1:
+        raise _error(name, f"DICOM file is multi-frame ({frames} frames); pass a single-frame radiograph")
+    _check_size(name, columns, rows, max_pixels)
+    photometric = str(dataset.get("PhotometricInterpretation") or "").strip().upper()
+    if photometric not in _MONOCHROME | _COLOUR_PHOTOMETRICS:
+        raise _error(
+            name,
+            f"DICOM photometric interpretation {photometric or '(missing)'} is not supported; "
+            "pass a grayscale (MONOCHROME1/MONOCHROME2) or RGB image",
+        )
+    return photometric, bits_stored
+
+
+def _check_decoder(dataset: Dataset, name: str) -> None:
+    """Refuse a compressed transfer syntax that no installed pydicom plugin can decode."""
+    uid = dataset.file_meta.get("TransferSyntaxUID")
+    if uid is None:
+        return  # pixel_array reports the missing syntax itself
+    try:
+        available = get_decoder(uid).is_available
+    except NotImplementedError:
+        available = False
+    if not available:
+        label = uid.name if uid.name == str(uid) else f"{uid.name} ({uid})"
+        raise _error(
+            name,
+            f"DICOM transfer syntax {label} cannot be decoded here; re-export it uncompressed "
+            "or install a pydicom decoder plugin such as pylibjpeg",
+        )
+
+
+def _monochrome_to_unit(
+    stored: np.ndarray, dataset: Dataset, photometric: str, bits_stored: int
+) -> np.ndarray:
+    """Modality LUT, then VOI LUT/window (or a range stretch), scaled to [0, 1] with bones bright."""
+    values = apply_modality_lut(stored, dataset)
+    if _uses_voi_lut_sequence(dataset) and not np.issubdtype(values.dtype, np.integer):
+        values = np.rint(values).astype(np.int64)  # a VOI LUT is indexed by integer values
+    if _has_voi(dataset):
+        unit = _normalise(apply_voi_lut(values, dataset), *_voi_output_range(dataset))
+    elif bits_stored <= 8:
+        unit = _normalise(values, *_modality_output_range(dataset, bits_stored))
+    else:
+        unit = _normalise(values, float(values.min()), float(values.max()))
+    return 1.0 - unit if photometric == "MONOCHROME1" else unit
+
+
+def _uses_voi_lut_sequence(dataset: Dataset) -> bool:
+    """Whether apply_voi_lut will use the VOI LUT Sequence (it prefers it over windowing)."""
+    sequence = dataset.get("VOILUTSequence")
+    if not sequence:
+        return False
+    return sequence[0].get("LUTDescriptor") is not None and sequence[0].get("LUTData") is not None
+
+
+def _has_voi(dataset: Dataset) -> bool:
+    has_window = dataset.get("WindowCenter") is not None and dataset.get("WindowWidth") is not None
+    return has_window or _uses_voi_lut_sequence(dataset)
+
+
+def _range_of(values: np.ndarray) -> tuple[float, float]:
+    return float(np.min(values)), float(np.max(values))
+
+
+def _voi_output_range(dataset: Dataset) -> tuple[float, float]:
+    """The range apply_voi_lut maps onto: the LUT's entries, or the window's output limits."""
+    if _uses_voi_lut_sequence(dataset):
+        entries, first_mapped = dataset.VOILUTSequence[0].LUTDescriptor[:2]
+        probe = np.arange(first_mapped, first_mapped + (entries or 2**16), dtype=np.int64)
+    else:
+        probe = np.array([-np.inf, np.inf])
+    return _range_of(apply_voi_lut(probe, dataset))
+
+
+def _modality_output_range(dataset: Dataset, bits: int) -> tuple[float, float]:
+    """The nominal range of ``bits``-bit stored values (signed or not) after the modality LUT."""
+    signed = int(dataset.get("PixelRepresentation") or 0) == 1
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    return _range_of(apply_modality_lut(np.array([low, high], dtype=np.int64), dataset))

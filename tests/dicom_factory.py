@@ -1,0 +1,67 @@
+"""Build small DICOM files in tests (uncompressed Explicit VR Little Endian unless asked otherwise)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.pixels import set_pixel_data
+from pydicom.uid import UID
+
+DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
+
+
+def _base_dataset() -> Dataset:
+    dataset = Dataset()
+    dataset.file_meta = FileMetaDataset()
+    dataset.SOPClassUID = DX_FOR_PRESENTATION
+    dataset.Modality = "DX"
+    dataset.PatientID = "TEST"
+    return dataset
+
+
+def write_dicom(
+    path: str | os.PathLike[str],
+    pixels: np.ndarray,
+    *,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int | None = None,
+    window: tuple[float, float] | None = None,
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    frames: int = 1,
+    with_pixels: bool = True,
+) -> Path:
+    """Write ``pixels`` (uint8/uint16/int16, 2-D, or rows x columns x 3 for RGB/YBR) as a DICOM file.
+
+    ``window`` is (centre, width); ``frames`` > 1 repeats the image as a multi-frame file;
+    ``with_pixels=False`` keeps the image header but drops the Pixel Data element.
+    """
+    dataset = _base_dataset()
+    array = np.stack([pixels] * frames) if frames > 1 else pixels
+    set_pixel_data(dataset, array, photometric, bits_stored or pixels.dtype.itemsize * 8)
+    if (slope, intercept) != (1.0, 0.0):
+        dataset.RescaleSlope = slope
+        dataset.RescaleIntercept = intercept
+    if window is not None:
+        dataset.WindowCenter, dataset.WindowWidth = window
+    if not with_pixels:
+        del dataset.PixelData
+    dataset.save_as(path, enforce_file_format=True)
+    return Path(path)
+
+
+def write_compressed_dicom(
+    path: str | os.PathLike[str], transfer_syntax: str, payload: bytes, *, rows: int = 8, columns: int = 8
+) -> Path:
+    """Write a grayscale DICOM whose encapsulated (compressed) pixel data is ``payload``, e.g. garbage."""
+    dataset = _base_dataset()
+    set_pixel_data(dataset, np.zeros((rows, columns), dtype=np.uint16), "MONOCHROME2", 12)
+    dataset.file_meta.TransferSyntaxUID = UID(transfer_syntax)
+    dataset.PixelData = encapsulate([payload])
+    dataset["PixelData"].VR = "OB"
+    dataset.save_as(path, enforce_file_format=True)
+    return Path(path)
