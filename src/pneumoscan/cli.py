@@ -1,0 +1,337 @@
+"""The ``pneumoscan`` command line: inspect, train, evaluate, predict, explain, export, serve, demo.
+
+Every user error ends in one line on stderr (``pneumoscan: error: ...``) and exit status 2;
+``--debug`` shows the traceback instead.  Heavy libraries are imported inside each command so
+that ``pneumoscan --help`` and the torch-free ONNX paths stay fast and light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from pneumoscan import __version__
+from pneumoscan.errors import PneumoscanError
+
+MODEL_SUFFIXES = (".safetensors", ".onnx")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model on a data folder", description="Train a model.")
+    p.add_argument("--data", required=True, help="data folder (Kaggle layout or NORMAL/ PNEUMONIA/)")
+    p.add_argument("--out", required=True, help="run directory to create (or to continue with --resume)")
+    p.add_argument(
+        "--recipe", default=None, help="named recipe: seed (the notebook) or default (bundled model)"
+    )
+    p.add_argument("--config", default=None, help="JSON config to start from (e.g. a run's config.json)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=1e-3"
+    )
+    p.add_argument("--epochs", type=int, help="train.max_epochs")
+    p.add_argument("--batch-size", type=int, help="train.batch_size")
+    p.add_argument("--lr", type=float, help="train.lr")
+    p.add_argument("--seed", type=int, help="train.seed")
+    p.add_argument("--image-size", type=int, help="preprocess.image_size")
+    p.add_argument("--no-augment", action="store_true", help="augment.enabled=false")
+    p.add_argument("--no-bf16", action="store_true", help="train.precision=32 (never use bf16 autocast)")
+    p.add_argument("--no-channels-last", action="store_true", help="train.channels_last=false")
+    p.add_argument("--accelerator", help="cpu, gpu, auto (Lightning)")
+    p.add_argument("--devices", help="number of devices or 'auto' (Lightning)")
+    p.add_argument("--num-nodes", type=int, help="number of nodes for multi-node DDP")
+    p.add_argument("--strategy", help="auto, ddp, ddp_spawn, ... (Lightning)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--init-from", help="start from the weights of this pneumoscan model file (fine-tuning)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _train_config(args: argparse.Namespace):
+    from pneumoscan.config import Config, recipe
+
+    if args.config and args.recipe:
+        raise PneumoscanError("give --recipe or --config, not both")
+    if args.config:
+        config = Config.load(args.config)
+    elif args.init_from and not args.recipe:
+        from pneumoscan.model_file import read_meta
+
+        config = read_meta(args.init_from).config or recipe("seed")
+    else:
+        config = recipe(args.recipe or "seed")
+    flags = {
+        "train.max_epochs": args.epochs,
+        "train.batch_size": args.batch_size,
+        "train.lr": args.lr,
+        "train.seed": args.seed,
+        "preprocess.image_size": args.image_size,
+        "augment.enabled": False if args.no_augment else None,
+        "train.precision": "32" if args.no_bf16 else None,
+        "train.channels_last": False if args.no_channels_last else None,
+        "train.accelerator": args.accelerator,
+        "train.devices": args.devices,
+        "train.num_nodes": args.num_nodes,
+        "train.strategy": args.strategy,
+    }
+    overrides = [f"{key}={json.dumps(value)}" for key, value in flags.items() if value is not None]
+    return config.with_overrides(overrides + args.set)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pneumoscan.train.fit import train
+
+    config = None if args.resume else _train_config(args)
+    result = train(
+        args.data, args.out, config, resume=args.resume, init_from=args.init_from, progress=not args.quiet
+    )
+    if result.model_path is None:  # a non-zero rank of a distributed run
+        return 0
+    val = result.metrics["validation"]
+    print(f"model: {result.model_path}")
+    print(
+        f"validation: accuracy {val['accuracy']:.4f}  ROC-AUC {val['roc_auc']:.4f}  "
+        f"threshold {val['threshold']:.3f}  "
+        f"({result.metrics['train_seconds']:.0f} s, {result.metrics['epochs']} epochs)"
+    )
+    _report_skipped(result.metrics["skipped_files"])
+    return 0
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="list and check a data folder", description="Inspect a data folder.")
+    p.add_argument("data", help="data folder")
+    p.add_argument("--recipe", default="seed", help="recipe whose preprocessing and split settings to use")
+    p.add_argument("--plots", help="write class-distribution and sample-image PNGs into this folder")
+    p.add_argument("--manifest", help="write the manifest (one row per image) to this CSV file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from pneumoscan.config import recipe
+    from pneumoscan.data.inspect import inspect_dataset
+
+    report = inspect_dataset(args.data, recipe(args.recipe), progress=not args.quiet)
+    print(report.text())
+    if args.manifest:
+        from pneumoscan.atomic import atomic_write_text
+
+        atomic_write_text(args.manifest, report.manifest.to_csv(index=False))
+    if args.plots:
+        report.write_plots(args.plots)
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="measure a model on a labelled split", description="Evaluate a model."
+    )
+    p.add_argument("model", help="model file, or 'bundled' for the model shipped with pneumoscan")
+    p.add_argument("data", help="data folder (Kaggle layout or NORMAL/ PNEUMONIA/)")
+    p.add_argument("--split", help="split to evaluate (default: test, or the only one)")
+    p.add_argument("--out", help="folder for metrics.json, predictions.csv and plots (default: none)")
+    p.add_argument("--report", help="write a self-contained HTML report to this file")
+    p.add_argument("--engine", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pneumoscan.evaluate.evaluation import evaluate
+    from pneumoscan.evaluate.metrics import format_report
+    from pneumoscan.predict import Predictor
+
+    predictor = Predictor.load(None if args.model == "bundled" else args.model, args.engine)
+    result = evaluate(predictor, args.data, args.split, progress=not args.quiet)
+    print(format_report(result.metrics))
+    _report_skipped(result.skipped)
+    if args.out:
+        written = result.write(args.out)
+        print(f"wrote {len(written)} files to {args.out}")
+    if args.report:
+        from pneumoscan.evaluate.report import write_report
+
+        write_report(result, predictor, args.report)
+        print(f"report: {args.report}")
+    return 0
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="pneumonia probability for images",
+        description="Predict images. The first argument may be a model file (.safetensors/.onnx); "
+        "without one the bundled model is used.",
+    )
+    p.add_argument(
+        "inputs", nargs="+", metavar="[MODEL] IMAGE_OR_DIR", help="model file, then images or folders"
+    )
+    p.add_argument("--model", help="model file (alternative to giving it first)")
+    p.add_argument("--engine", choices=["torch", "onnx"], default="torch")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--csv", metavar="FILE", help="write a CSV table ('-' for stdout)")
+    out.add_argument("--json", action="store_true", help="print JSON lines")
+    p.add_argument("--explain", metavar="OUT_DIR", help="write a heat-map overlay PNG per image into OUT_DIR")
+
+
+def collect_images(inputs: Sequence[str]) -> list[str]:
+    """Expand folders into their image files (sorted); files are kept as given."""
+    from pneumoscan.data.imageio import is_image_file
+
+    paths: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.rglob("*") if p.is_file() and is_image_file(p))
+            if not found:
+                print(f"pneumoscan: warning: {item}: no image files in this folder", file=sys.stderr)
+            paths.extend(found)
+        else:
+            paths.append(item)
+    return paths
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pneumoscan.predict import Predictor
+
+    inputs = list(args.inputs)
+    model = args.model
+    if model is None and inputs[0].lower().endswith(MODEL_SUFFIXES):
+        model = inputs.pop(0)
+    paths = collect_images(inputs)
+    if not paths:
+        raise PneumoscanError("no images to predict; pass image files or folders")
+    predictor = Predictor.load(model, args.engine)
+    if args.explain:
+        from pneumoscan.explain import explain_files
+
+        results = explain_files(predictor, paths, args.explain)
+    else:
+        results = predictor.predict_files(paths)
+    _print_predictions([r.as_dict() for r in results], args)
+    failed = [r for r in results if r.error]
+    for r in failed:
+        print(f"pneumoscan: skipped {r.error}", file=sys.stderr)
+    if failed:
+        print(f"pneumoscan: {len(failed)} of {len(results)} files skipped", file=sys.stderr)
+    return 0 if len(failed) < len(results) else 2
+
+
+def _print_predictions(rows: list[dict], args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+    elif args.csv:
+        if args.csv == "-":
+            print(table.to_csv(index=False), end="")
+        else:
+            from pneumoscan.atomic import atomic_write_text
+
+            atomic_write_text(args.csv, table.to_csv(index=False))
+            print(f"wrote {len(rows)} rows to {args.csv}")
+    else:
+        ok = table[table["error"] == ""]
+        for row in ok.itertuples():
+            note = f"  ! {row.warnings}" if row.warnings else ""
+            print(f"{row.probability:8.4f}  {row.label:<9}  {row.path}{note}")
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="show a model file's metadata", description="Show model metadata.")
+    p.add_argument("model", nargs="?", help="model file (default: the bundled model)")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from pneumoscan.model_file import read_meta
+    from pneumoscan.predict import bundled_model_path
+
+    meta = read_meta(args.model or bundled_model_path())
+    print(meta.model_dump_json(indent=2))
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run the whole pipeline on built-in synthetic data",
+        description="Make a small synthetic data set, train, evaluate and predict, offline, in a minute.",
+    )
+    p.add_argument("--out", default="pneumoscan-demo", help="folder for the data and the run")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pneumoscan.demo import run_demo
+
+    run_demo(Path(args.out))
+    return 0
+
+
+def _report_skipped(skipped: dict[str, str]) -> None:
+    for message in skipped.values():
+        print(f"pneumoscan: skipped {message}", file=sys.stderr)
+    if skipped:
+        print(f"pneumoscan: {len(skipped)} unreadable files skipped", file=sys.stderr)
+
+
+COMMANDS = {
+    "inspect": (_add_inspect, cmd_inspect),
+    "train": (_add_train, cmd_train),
+    "evaluate": (_add_evaluate, cmd_evaluate),
+    "predict": (_add_predict, cmd_predict),
+    "info": (_add_info, cmd_info),
+    "demo": (_add_demo, cmd_demo),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every sub-command."""
+    parser = argparse.ArgumentParser(prog="pneumoscan", description="Pneumonia detection on chest X-rays.")
+    parser.add_argument("--version", action="version", version=f"pneumoscan {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    import logging
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pneumoscan`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.debug:
+        _quiet_libraries()
+    try:
+        return COMMANDS[args.command][1](args)
+    except PneumoscanError as exc:
+        if args.debug:
+            raise
+        print(f"pneumoscan: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "pneumoscan: interrupted (continue a training run with: pneumoscan train --out RUN_DIR --resume)",
+            file=sys.stderr,
+        )
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(
+            f"pneumoscan: error: {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr
+        )
+        return 1

@@ -1,0 +1,220 @@
+"""One typed configuration object for a whole run.
+
+Every trained model stores the full :class:`Config` it was trained with (in its model file and as
+``config.json`` in the run directory), so any result can be reproduced with
+``pneumoscan train --config RUN_DIR/config.json``.  Named *recipes* are ready-made configs:
+``seed`` is the original notebook's recipe, ``default`` the fast, shift-robust recipe of the
+bundled model.  Any field can be overridden with ``--set section.field=value``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pneumoscan.errors import PneumoscanError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PreprocessConfig(_Section):
+    """How a decoded image becomes model input (see :mod:`pneumoscan.preprocess`)."""
+
+    image_size: int = Field(224, ge=32, le=1024, description="square side in pixels after resizing")
+    channels: Literal[1, 3] = Field(3, description="grayscale copied to this many channels")
+    crop_fraction: float = Field(1.0, gt=0.3, le=1.0, description="centre crop kept before resizing")
+    normalization: Literal["none", "zscore"] = Field(
+        "none", description="'zscore': each image scaled to zero mean, unit std (first layer of the network)"
+    )
+
+
+class AugmentConfig(_Section):
+    """Random batch augmentation during training (kornia). A value of 0 turns that transform off."""
+
+    enabled: bool = True
+    rotation: float = Field(20.0, ge=0, le=180, description="max rotation in degrees")
+    shear: float = Field(0.2, ge=0, le=1, description="max shear as a factor (tan of the angle), Keras-style")
+    zoom: float = Field(0.2, ge=0, lt=1, description="scale drawn from [1-zoom, 1+zoom]")
+    shift: float = Field(0.1, ge=0, lt=1, description="max shift as a fraction of width and height")
+    hflip: bool = True
+    brightness: float = Field(0.0, ge=0, le=1, description="max additive brightness change")
+    contrast: float = Field(0.0, ge=0, le=1, description="contrast factor drawn from [1-c, 1+c]")
+    gamma: float = Field(0.0, ge=0, le=1, description="gamma drawn from [1-g, 1+2g]")
+    blur: float = Field(0.0, ge=0, le=1, description="probability of a Gaussian blur")
+    noise: float = Field(0.0, ge=0, le=0.5, description="std of additive Gaussian noise")
+    erasing: float = Field(0.0, ge=0, le=1, description="probability of erasing a random rectangle")
+
+
+class DataConfig(_Section):
+    """How images are listed, split and cached."""
+
+    val_fraction: float = Field(0.2, gt=0, lt=0.9, description="share of train cut out for validation")
+    min_val_images: int = Field(
+        100, ge=0, description="a val/ folder smaller than this is merged into train and re-split"
+    )
+    split_seed: int = 42
+    cache_dir: str | None = Field(None, description="decoded-image cache; default ~/.cache/pneumoscan")
+    balanced_sampling: bool = Field(False, description="draw training batches class-balanced")
+
+
+class ModelConfig(_Section):
+    """Which architecture from the registry, and its options."""
+
+    architecture: str = "seed-cnn"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainConfig(_Section):
+    """The optimisation recipe and the hardware it runs on (Lightning)."""
+
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(3e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(32, ge=1)
+    max_epochs: int = Field(50, ge=1)
+    scheduler: Literal["plateau", "onecycle"] = "plateau"
+    plateau_factor: float = Field(0.2, gt=0, lt=1)
+    plateau_patience: int = Field(2, ge=0)
+    early_stopping_patience: int | None = Field(5, ge=1, description="None: train all epochs")
+    class_weighted_loss: bool = Field(False, description="weight BCE by inverse class frequency")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5)
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="exponential moving average of weights")
+    seed: int = 0
+    precision: Literal["auto", "bf16", "32"] = Field(
+        "auto",
+        description="auto: bf16 autocast only where the hardware has native bf16 (CUDA, AVX512-BF16/AMX)",
+    )
+    channels_last: bool = True
+    accelerator: str = "auto"
+    devices: str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    max_steps: int = Field(-1, description="stop after this many optimiser steps (-1: no limit)")
+
+
+class CalibrationConfig(_Section):
+    """Temperature scaling and the operating threshold, both fitted on the validation split."""
+
+    temperature_scaling: bool = True
+    threshold_rule: Literal["fixed", "sensitivity"] = "fixed"
+    threshold: float = Field(0.5, gt=0, lt=1, description="used by the 'fixed' rule")
+    target_sensitivity: float = Field(0.98, gt=0, le=1, description="used by the 'sensitivity' rule")
+
+
+class Config(_Section):
+    """Everything that defines a training run."""
+
+    recipe: str = "seed"
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+
+    def to_json(self) -> str:
+        """Serialise to indented JSON."""
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> Config:
+        """Validate a plain dict; errors become one-line :class:`PneumoscanError` messages."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise PneumoscanError(f"{source}: {_first_error(exc)}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> Config:
+        """Read a config saved as JSON (e.g. a run directory's ``config.json``)."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise PneumoscanError(f"{path}: config file not found") from None
+        except (OSError, ValueError) as exc:
+            raise PneumoscanError(f"{path}: not a readable JSON config ({exc})") from None
+        return cls.from_dict(data, str(path))
+
+    def with_overrides(self, overrides: list[str]) -> Config:
+        """Apply ``section.field=value`` overrides (value parsed as JSON, else taken as a string)."""
+        data = self.model_dump()
+        for item in overrides:
+            key, sep, raw = item.partition("=")
+            parts = key.strip().split(".")
+            if not sep or not all(parts):
+                raise PneumoscanError(f"--set {item!r}: expected section.field=value, e.g. train.lr=0.001")
+            target = data
+            for part in parts[:-1]:
+                if not isinstance(target.get(part), dict):
+                    raise PneumoscanError(f"--set {item!r}: unknown config section {part!r}")
+                target = target[part]
+            target[parts[-1]] = _parse_value(raw)
+        return Config.from_dict(data, "--set")
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}" + (f" (got {err['input']!r})" if "input" in err else "")
+
+
+def seed_recipe() -> Config:
+    """The original Keras notebook: 224 px RGB, ``seed-cnn``, Adam 3e-5, plateau LR, early stopping."""
+    return Config(recipe="seed")
+
+
+def default_recipe() -> Config:
+    """The bundled model's recipe: grayscale 128 px, small ResNet, shift-robust augmentation."""
+    return Config(
+        recipe="default",
+        preprocess=PreprocessConfig(image_size=128, channels=1, crop_fraction=0.8, normalization="zscore"),
+        augment=AugmentConfig(
+            rotation=10,
+            shear=0.0,
+            zoom=0.1,
+            shift=0.1,
+            hflip=False,
+            brightness=0.3,
+            contrast=0.3,
+            gamma=0.5,
+            blur=0.3,
+            noise=0.05,
+            erasing=0.3,
+        ),
+        data=DataConfig(val_fraction=0.1),
+        model=ModelConfig(architecture="pneumo-resnet"),
+        train=TrainConfig(
+            optimizer="adamw",
+            lr=3e-3,
+            weight_decay=0.05,
+            batch_size=64,
+            max_epochs=15,
+            scheduler="onecycle",
+            early_stopping_patience=None,
+            class_weighted_loss=True,
+        ),
+    )
+
+
+RECIPES = {"seed": seed_recipe, "default": default_recipe}
+
+
+def recipe(name: str) -> Config:
+    """Return a fresh copy of a named recipe."""
+    try:
+        return RECIPES[name]()
+    except KeyError:
+        raise PneumoscanError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}") from None

@@ -1,0 +1,160 @@
+"""On-disk cache of decoded, resized images, so that training epochs never decode a JPEG twice.
+
+One store per (data folder, image size, crop fraction) under the cache directory holds a
+memory-mapped ``(N, S, S)`` uint8 ``.npy`` array and a JSON index of each file's row, size and
+modification time.  A file whose size or mtime changed, or a new file, is decoded again; files
+that cannot be decoded are remembered with their error so they are reported, not retried, until
+they change.  New stores are written under fresh names and the index is replaced atomically last,
+so an interrupted build never leaves a store whose rows point at the wrong images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pneumoscan.atomic import atomic_write_text
+from pneumoscan.config import PreprocessConfig
+from pneumoscan.errors import ImageReadError
+from pneumoscan.preprocess import load_prepared
+
+_VERSION = 1
+
+
+@dataclass
+class CachedImages:
+    """Prepared images for ``paths`` (rows of ``pixels`` in the same order) and the files that failed."""
+
+    pixels: np.ndarray  # (N, S, S) uint8, a view of the memory-mapped store
+    paths: list[str]
+    failures: dict[str, str]
+
+
+def default_cache_dir() -> Path:
+    """``$PNEUMOSCAN_CACHE``, else ``$XDG_CACHE_HOME/pneumoscan``, else ``~/.cache/pneumoscan``."""
+    if os.environ.get("PNEUMOSCAN_CACHE"):
+        return Path(os.environ["PNEUMOSCAN_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "pneumoscan"
+
+
+def _stat(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _decode(path: str, cfg: PreprocessConfig) -> np.ndarray | str:
+    try:
+        return load_prepared(path, cfg)
+    except ImageReadError as exc:
+        return str(exc)
+
+
+def load_cached(
+    paths: Sequence[str], cfg: PreprocessConfig, cache_dir: str | Path | None = None, progress: bool = True
+) -> CachedImages:
+    """Return prepared uint8 images for ``paths``, decoding only files not cached yet or changed."""
+    abs_paths = [os.path.abspath(p) for p in paths]
+    store = _store_dir(abs_paths, cfg, Path(cache_dir) if cache_dir else default_cache_dir())
+    index = _read_index(store, cfg)
+    entries: dict[str, list[int]] = index.get("entries", {})
+    failures: dict[str, list] = index.get("failures", {})
+    stats = {p: _stat(p) for p in abs_paths}
+    stale = [
+        p
+        for p in abs_paths
+        if not (p in entries and entries[p][1:] == stats[p])
+        and not (p in failures and failures[p][:2] == stats[p])
+    ]
+    if stale or not (store / str(index.get("pixels", "-"))).exists():
+        index = _rebuild(store, cfg, index, stale, stats, progress)
+        entries, failures = index["entries"], index["failures"]
+    pixels = np.load(store / index["pixels"], mmap_mode="r")
+    ok = [(orig, entries[a][0]) for orig, a in zip(paths, abs_paths, strict=True) if a in entries]
+    rows = np.array([row for _, row in ok], dtype=np.int64)
+    bad = {orig: failures[a][2] for orig, a in zip(paths, abs_paths, strict=True) if a in failures}
+    view = pixels[rows] if len(rows) else np.zeros((0, cfg.image_size, cfg.image_size), np.uint8)
+    return CachedImages(pixels=view, paths=[orig for orig, _ in ok], failures=bad)
+
+
+def _store_dir(abs_paths: list[str], cfg: PreprocessConfig, cache_dir: Path) -> Path:
+    root = os.path.commonpath(abs_paths) if abs_paths else "."
+    key = hashlib.sha1(f"{root}|{cfg.image_size}|{cfg.crop_fraction}".encode(), usedforsecurity=False)
+    return cache_dir / f"{cfg.image_size}px-{key.hexdigest()[:16]}"
+
+
+def _read_index(store: Path, cfg: PreprocessConfig) -> dict:
+    try:
+        index = json.loads((store / "index.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    same = index.get("version") == _VERSION and index.get("image_size") == cfg.image_size
+    return index if same and index.get("crop_fraction") == cfg.crop_fraction else {}
+
+
+def _rebuild(
+    store: Path, cfg: PreprocessConfig, index: dict, stale: list[str], stats: dict, progress: bool
+) -> dict:
+    old_pixels = _open_old(store, index)
+    keep = {p: e for p, e in index.get("entries", {}).items() if p not in stale and old_pixels is not None}
+    failures = {p: f for p, f in index.get("failures", {}).items() if p not in stale}
+    decoded = _decode_all(stale, cfg, progress)
+    new_rows = [p for p in stale if isinstance(decoded[p], np.ndarray)]
+    store.mkdir(parents=True, exist_ok=True)
+    name = f"pixels-{uuid.uuid4().hex[:8]}.npy"
+    shape = (len(keep) + len(new_rows), cfg.image_size, cfg.image_size)
+    out = np.lib.format.open_memmap(store / name, mode="w+", dtype=np.uint8, shape=shape)
+    entries: dict[str, list[int]] = {}
+    for row, (path, entry) in enumerate(keep.items()):
+        out[row] = old_pixels[entry[0]]  # type: ignore[index]
+        entries[path] = [row, *entry[1:]]
+    for row, path in enumerate(new_rows, start=len(keep)):
+        out[row] = decoded[path]
+        entries[path] = [row, *stats[path]]
+    for path in stale:
+        if not isinstance(decoded[path], np.ndarray):
+            failures[path] = [*(stats[path] or [-1, -1]), decoded[path]]
+    out.flush()
+    del out
+    new_index = {
+        "version": _VERSION,
+        "image_size": cfg.image_size,
+        "crop_fraction": cfg.crop_fraction,
+        "pixels": name,
+        "entries": entries,
+        "failures": failures,
+    }
+    atomic_write_text(store / "index.json", json.dumps(new_index))
+    for old in store.glob("pixels-*.npy"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+    return new_index
+
+
+def _open_old(store: Path, index: dict) -> np.ndarray | None:
+    try:
+        return np.load(store / index["pixels"], mmap_mode="r")
+    except (KeyError, OSError, ValueError):
+        return None
+
+
+def _decode_all(paths: list[str], cfg: PreprocessConfig, progress: bool) -> dict[str, np.ndarray | str]:
+    if not paths:
+        return {}
+    from tqdm.auto import tqdm
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        results = pool.map(lambda p: _decode(p, cfg), paths)
+        bar = tqdm(results, total=len(paths), desc="decoding images", unit="img", disable=not progress)
+        return dict(zip(paths, bar, strict=True))

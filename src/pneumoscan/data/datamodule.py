@@ -1,0 +1,123 @@
+"""Lightning data module: manifest -> patient-wise split -> cached uint8 images -> batches.
+
+Batches are ``(x, y)`` with ``x`` float32 ``(N, C, S, S)`` in [0, 1] made by
+:func:`pneumoscan.preprocess.to_model_input` and ``y`` float32 labels (1 = PNEUMONIA).
+Augmentation is applied by the LightningModule on the batch, not here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from pneumoscan.config import Config, PreprocessConfig
+from pneumoscan.data.cache import CachedImages, load_cached
+from pneumoscan.data.manifest import require_both_classes, scan_dataset, training_pool
+from pneumoscan.preprocess import to_model_input
+
+
+class CachedImageDataset(Dataset):
+    """Rows of a cached uint8 image array with their labels."""
+
+    def __init__(self, pixels: np.ndarray, labels: np.ndarray) -> None:
+        self.pixels = pixels
+        self.labels = labels.astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.float32]:
+        return np.asarray(self.pixels[index]), self.labels[index]
+
+
+def make_collate(cfg: PreprocessConfig):
+    """Collate function turning cached rows into model input through the preprocessing contract."""
+
+    def collate(items: list[tuple[np.ndarray, np.float32]]) -> tuple[torch.Tensor, torch.Tensor]:
+        images = np.stack([image for image, _ in items])
+        labels = np.array([label for _, label in items], dtype=np.float32)
+        return torch.from_numpy(to_model_input(images, cfg)), torch.from_numpy(labels)
+
+    return collate
+
+
+def cached_split(frame: pd.DataFrame, cfg: Config, progress: bool = True) -> tuple[CachedImages, np.ndarray]:
+    """Cached images of ``frame``'s readable rows and their labels (unreadable files are skipped)."""
+    cached = load_cached(frame["path"].tolist(), cfg.preprocess, cfg.data.cache_dir, progress)
+    labels = frame.set_index("path").loc[cached.paths, "label"].to_numpy()
+    return cached, labels
+
+
+class XrayDataModule(L.LightningDataModule):
+    """Train/validation data of one data folder under one :class:`Config`."""
+
+    def __init__(self, data_dir: str | Path, config: Config, progress: bool = True) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.config = config
+        self.progress = progress
+        self.manifest: pd.DataFrame | None = None
+        self.skipped: dict[str, str] = {}
+        self._sets: dict[str, CachedImageDataset] = {}
+
+    def prepare_data(self) -> None:
+        """Decode every image into the cache once (runs on one process per node)."""
+        self._load()
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self._sets:
+            self._load()
+
+    def _load(self) -> None:
+        frame = scan_dataset(self.data_dir)
+        data = self.config.data
+        pool = training_pool(frame, data.val_fraction, data.min_val_images, data.split_seed)
+        self.skipped = {}
+        for split in ("train", "val"):
+            part = pool[pool["split"] == split]
+            require_both_classes(part, f"{self.data_dir} ({split} split)")
+            cached, labels = cached_split(part, self.config, self.progress)
+            self.skipped.update(cached.failures)
+            self._sets[split] = CachedImageDataset(cached.pixels, labels)
+            require_both_classes(
+                pd.DataFrame({"label": labels}), f"{self.data_dir} ({split}, readable files)"
+            )
+        self.manifest = pool.assign(readable=~pool["path"].isin(self.skipped))
+
+    def class_counts(self) -> tuple[int, int]:
+        """Number of NORMAL and PNEUMONIA images in the training split."""
+        labels = self.dataset("train").labels
+        return int((labels == 0).sum()), int((labels == 1).sum())
+
+    def dataset(self, split: str) -> CachedImageDataset:
+        """The ``train`` or ``val`` dataset (after :meth:`setup`)."""
+        self.setup()
+        return self._sets[split]
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.dataset("train")
+        sampler = None
+        if self.config.data.balanced_sampling:
+            counts = np.bincount(dataset.labels.astype(int), minlength=2)
+            weights = 1.0 / counts[dataset.labels.astype(int)]
+            sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(dataset), replacement=True)
+        return DataLoader(
+            dataset,
+            batch_size=self.config.train.batch_size,
+            shuffle=sampler is None,
+            sampler=sampler,
+            collate_fn=make_collate(self.config.preprocess),
+            drop_last=len(dataset) > self.config.train.batch_size,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.dataset("val"),
+            batch_size=max(64, self.config.train.batch_size),
+            collate_fn=make_collate(self.config.preprocess),
+        )

@@ -1,0 +1,70 @@
+"""``pneumoscan inspect``: what a data folder holds, and what is wrong with it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from pneumoscan.config import Config
+from pneumoscan.data.cache import load_cached
+from pneumoscan.data.manifest import cross_split_duplicates, scan_dataset, training_pool
+
+
+@dataclass
+class InspectReport:
+    """The manifest with the training split applied, unreadable files and cross-split duplicates."""
+
+    manifest: pd.DataFrame
+    unreadable: dict[str, str]
+    duplicates: pd.DataFrame
+    resplit: bool
+
+    def counts(self) -> pd.DataFrame:
+        """Images per split and class, with totals and the pneumonia share."""
+        table = self.manifest.groupby(["split", "class_name"]).size().unstack(fill_value=0)
+        for name in ("NORMAL", "PNEUMONIA"):
+            if name not in table:
+                table[name] = 0
+        table["total"] = table["NORMAL"] + table["PNEUMONIA"]
+        table["pneumonia %"] = (100 * table["PNEUMONIA"] / table["total"]).round(1)
+        return table
+
+    def text(self) -> str:
+        """Human-readable report."""
+        counts = self.counts()
+        ratio = counts["PNEUMONIA"].sum() / max(counts["NORMAL"].sum(), 1)
+        lines = [counts.to_string(), "", f"class imbalance: {ratio:.2f} PNEUMONIA per NORMAL image"]
+        patients = self.manifest.groupby("patient_id")["split"].nunique()
+        lines.append(f"patients: {len(patients)}; in more than one split: {int((patients > 1).sum())}")
+        if self.resplit:
+            lines.append("validation: cut from train by patient and class (val/ missing or too small)")
+        lines.append(f"unreadable files: {len(self.unreadable)}")
+        lines += [f"  {message}" for message in self.unreadable.values()]
+        groups = self.duplicates.groupby("sha1") if not self.duplicates.empty else []
+        lines.append(f"identical images in two splits: {len(groups)}")
+        for _, group in groups:
+            lines.append("  " + "  ==  ".join(f"{r.split}:{r.path}" for r in group.itertuples()))
+        return "\n".join(lines)
+
+    def write_plots(self, out_dir: str | Path) -> None:
+        """Class distribution and sample images as PNG."""
+        from pneumoscan.evaluate import plots
+
+        out = Path(out_dir)
+        plots.class_distribution(self.manifest, out / "class_distribution.png")
+        readable = self.manifest[~self.manifest["path"].isin(self.unreadable)]
+        plots.sample_grid(readable, out / "samples.png")
+
+
+def inspect_dataset(data_dir: str | Path, config: Config, progress: bool = True) -> InspectReport:
+    """Scan, split and decode (into the cache) every image of ``data_dir``."""
+    frame = scan_dataset(data_dir)
+    data = config.data
+    pool = training_pool(frame, data.val_fraction, data.min_val_images, data.split_seed)
+    resplit = not (frame["split"] == "val").any() or len(frame[frame["split"] == "val"]) < data.min_val_images
+    tests = frame[frame["split"].str.startswith("test") & ~frame["path"].isin(pool["path"])]
+    manifest = pd.concat([pool, tests], ignore_index=True)
+    cached = load_cached(manifest["path"].tolist(), config.preprocess, data.cache_dir, progress)
+    return InspectReport(manifest, cached.failures, cross_split_duplicates(frame), resplit)

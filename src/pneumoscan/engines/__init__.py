@@ -1,0 +1,1 @@
+"""Inference engines: run a model file's network on prepared batches (PyTorch or onnxruntime)."""

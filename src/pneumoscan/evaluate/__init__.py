@@ -1,0 +1,1 @@
+"""Evaluation: metrics, plots, and the ``evaluate`` entry point."""

@@ -1,0 +1,75 @@
+"""``pneumoscan evaluate``: run a model over a labelled split and measure it.
+
+Images are listed in manifest order and read from the cache in that same order, so every
+probability stays attached to its own file and label (the notebook's report was wrong because its
+test generator shuffled).  The per-image table is kept in :attr:`Evaluation.predictions`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pneumoscan.atomic import atomic_write_text
+from pneumoscan.data.cache import load_cached
+from pneumoscan.data.manifest import evaluation_split, scan_dataset
+from pneumoscan.errors import DataError
+from pneumoscan.evaluate import plots
+from pneumoscan.evaluate.metrics import binary_metrics
+from pneumoscan.predict import Predictor
+
+
+@dataclass
+class Evaluation:
+    """Per-image predictions, the metrics, and the files that could not be read."""
+
+    predictions: pd.DataFrame
+    metrics: dict[str, Any]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def write(self, out_dir: str | Path) -> list[Path]:
+        """Write ``metrics.json``, ``predictions.csv`` and the plots into ``out_dir``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(
+            out / "metrics.json", json.dumps({**self.metrics, "skipped_files": self.skipped}, indent=2)
+        )
+        atomic_write_text(out / "predictions.csv", self.predictions.to_csv(index=False))
+        labels = self.predictions["label"].to_numpy()
+        probs = self.predictions["probability"].to_numpy()
+        written = [out / "metrics.json", out / "predictions.csv"]
+        written.append(plots.confusion(self.metrics["confusion_matrix"], out / "confusion_matrix.png"))
+        written.append(plots.class_distribution(self.predictions, out / "class_distribution.png"))
+        if labels.min() != labels.max():
+            written.append(plots.roc(labels, probs, self.metrics["threshold"], out / "roc_curve.png"))
+        written.append(plots.reliability(labels, probs, out / "reliability.png"))
+        return written
+
+
+def evaluate(
+    predictor: Predictor,
+    data_dir: str | Path,
+    split: str | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Evaluation:
+    """Predict every image of ``split`` of ``data_dir`` and compute metrics at the model's threshold."""
+    frame = evaluation_split(scan_dataset(data_dir), split)
+    cached = load_cached(frame["path"].tolist(), predictor.meta.preprocess, cache_dir, progress)
+    if not cached.paths:
+        raise DataError(f"{data_dir}: none of the {len(frame)} images could be read")
+    rows = frame.set_index("path").loc[cached.paths].reset_index()
+    probabilities = predictor.probabilities(cached.pixels)
+    predictions = rows.assign(
+        probability=probabilities,
+        predicted=(probabilities >= predictor.threshold).astype(int),
+    )
+    metrics = binary_metrics(predictions["label"].to_numpy(), probabilities, predictor.threshold)
+    metrics["model"] = predictor.meta.model_id()
+    metrics["data"] = str(data_dir)
+    metrics["split"] = str(rows["split"].iloc[0])
+    return Evaluation(predictions, metrics, cached.failures)

@@ -1,0 +1,74 @@
+"""Binary classification metrics (scikit-learn) for labels 0 = NORMAL, 1 = PNEUMONIA."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import classification_report, confusion_matrix, log_loss, roc_auc_score
+
+CLASS_NAMES = ["NORMAL", "PNEUMONIA"]
+
+
+def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error of P(pneumonia) over ``bins`` equal-width probability bins."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(probabilities, edges[1:-1]), 0, bins - 1)
+    error = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            error += mask.mean() * abs(labels[mask].mean() - probabilities[mask].mean())
+    return float(error)
+
+
+def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Loss, accuracy, ROC-AUC, sensitivity, specificity, ECE, confusion matrix and per-class report."""
+    labels = np.asarray(labels).astype(int)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    predicted = (probabilities >= threshold).astype(int)
+    tn, fp, fn, tp = confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
+    both = len(np.unique(labels)) == 2
+    report = classification_report(
+        labels, predicted, labels=[0, 1], target_names=CLASS_NAMES, output_dict=True, zero_division=0
+    )
+    return {
+        "images": len(labels),
+        "threshold": float(threshold),
+        "loss": float(log_loss(labels, np.clip(probabilities, 1e-7, 1 - 1e-7), labels=[0, 1])),
+        "accuracy": float((predicted == labels).mean()),
+        "roc_auc": float(roc_auc_score(labels, probabilities)) if both else None,
+        "sensitivity": float(tp / (tp + fn)) if tp + fn else None,
+        "specificity": float(tn / (tn + fp)) if tn + fp else None,
+        "ece": expected_calibration_error(labels, probabilities),
+        "confusion_matrix": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
+        "report": report,
+    }
+
+
+def format_report(metrics: dict[str, Any]) -> str:
+    """The terminal summary: headline metrics, confusion matrix and classification report."""
+    cm = metrics["confusion_matrix"]
+
+    def num(key: str) -> str:
+        value = metrics.get(key)
+        return "n/a" if value is None else f"{value:.4f}"
+
+    lines = [
+        f"images {metrics['images']}  threshold {metrics['threshold']:.3f}",
+        f"accuracy {num('accuracy')}  ROC-AUC {num('roc_auc')}  loss {num('loss')}  ECE {num('ece')}",
+        f"sensitivity {num('sensitivity')}  specificity {num('specificity')}",
+        "",
+        "confusion matrix (rows: true, columns: predicted)",
+        f"{'':>12}{'NORMAL':>11}{'PNEUMONIA':>11}",
+        f"{'NORMAL':>12}{cm['tn']:>11}{cm['fp']:>11}",
+        f"{'PNEUMONIA':>12}{cm['fn']:>11}{cm['tp']:>11}",
+        "",
+        f"{'':>14}{'precision':>10}{'recall':>10}{'f1-score':>10}{'support':>10}",
+    ]
+    for name in [*CLASS_NAMES, "macro avg", "weighted avg"]:
+        row = metrics["report"][name]
+        lines.append(
+            f"{name:>14}{row['precision']:>10.3f}{row['recall']:>10.3f}{row['f1-score']:>10.3f}{row['support']:>10.0f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""The self-describing model file: safetensors weights plus JSON metadata in the same file.
+
+The safetensors header's ``__metadata__`` holds one key, ``pneumoscan``, whose JSON value is a
+:class:`ModelMeta`: format version, architecture and options, the preprocessing contract, the
+calibration temperature and operating threshold, class names, the full training config, the
+metrics measured when it was saved and the package version.  Loading never unpickles anything:
+safetensors stores raw tensors only.  This module is torch-free (numpy in, numpy out), so the ONNX
+engine and tools that only read metadata don't need PyTorch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field, ValidationError
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save as save_numpy
+
+from pneumoscan.atomic import atomic_write_bytes
+from pneumoscan.config import Config, ModelConfig, PreprocessConfig
+from pneumoscan.errors import ModelFileError
+
+FORMAT = "pneumoscan-model"
+FORMAT_VERSION = 1
+_KEY = "pneumoscan"
+
+
+class ModelMeta(BaseModel):
+    """Everything needed to rebuild, run and describe a trained model."""
+
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+    model: ModelConfig
+    preprocess: PreprocessConfig
+    threshold: float = Field(0.5, gt=0, lt=1)
+    threshold_rule: str = "fixed at 0.5"
+    temperature: float = Field(1.0, gt=0)
+    class_names: tuple[str, str] = ("NORMAL", "PNEUMONIA")
+    config: Config | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    package_version: str = ""
+    created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    name: str = ""
+
+    def model_id(self) -> str:
+        """Short human-readable identity: name or architecture, and creation time."""
+        return f"{self.name or self.model.architecture}@{self.created}"
+
+
+def save_model(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray], meta: ModelMeta) -> Path:
+    """Write weights and metadata to ``path`` atomically; returns the path."""
+    from pneumoscan import __version__
+
+    meta = meta.model_copy(update={"package_version": meta.package_version or __version__})
+    contiguous = {name: np.ascontiguousarray(value) for name, value in tensors.items()}
+    data = save_numpy(contiguous, metadata={_KEY: meta.model_dump_json()})
+    atomic_write_bytes(path, data)
+    return Path(path)
+
+
+def read_meta(path: str | os.PathLike[str]) -> ModelMeta:
+    """Read only the metadata of a model file."""
+    return _open(path, load_tensors=False)[0]
+
+
+def read_model(path: str | os.PathLike[str]) -> tuple[ModelMeta, dict[str, np.ndarray]]:
+    """Read metadata and weights (as numpy arrays) of a model file."""
+    return _open(path, load_tensors=True)
+
+
+def _open(path: str | os.PathLike[str], load_tensors: bool) -> tuple[ModelMeta, dict[str, np.ndarray]]:
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder, not a model file" if path.is_dir() else "model file not found"
+        raise ModelFileError(f"{path}: {what}")
+    try:
+        with safe_open(str(path), framework="np") as handle:
+            raw = (handle.metadata() or {}).get(_KEY)
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()} if load_tensors else {}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelFileError(f"{path}: not a pneumoscan model file or damaged ({reason})") from None
+    if raw is None:
+        raise ModelFileError(
+            f"{path}: a safetensors file without pneumoscan metadata; not a pneumoscan model"
+        )
+    try:
+        fields = json.loads(raw)
+        if fields.get("format") != FORMAT or fields.get("format_version", 0) > FORMAT_VERSION:
+            raise ModelFileError(
+                f"{path}: model format {fields.get('format')!r} v{fields.get('format_version')} is not "
+                f"supported by this pneumoscan (reads {FORMAT} v{FORMAT_VERSION}); upgrade pneumoscan"
+            )
+        meta = ModelMeta.model_validate(fields)
+    except (ValueError, ValidationError) as exc:
+        reason = str(exc).splitlines()[0]
+        raise ModelFileError(f"{path}: damaged pneumoscan metadata ({reason})") from None
+    return meta, tensors

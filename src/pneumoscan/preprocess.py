@@ -1,0 +1,59 @@
+"""The one preprocessing contract: how a file becomes model input.
+
+Every path (training cache, evaluation, prediction, explanations, the web API and the ONNX engine)
+goes through these functions, driven by the :class:`~pneumoscan.config.PreprocessConfig` stored
+in the model file:
+
+1. :func:`~pneumoscan.data.imageio.read_image` decodes JPEG/PNG/DICOM/... into grayscale floats in
+   [0, 1] (DICOM windowing, MONOCHROME1 inversion, 16-bit scaling and EXIF orientation happen there).
+2. :func:`prepare` keeps the centre ``crop_fraction`` of the image, resizes it to
+   ``image_size`` x ``image_size`` (no aspect-ratio padding, as the original notebook) and
+   stores it as ``uint8`` -- the form kept in the on-disk cache.
+3. :func:`to_model_input` scales ``uint8`` to float32 in [0, 1] and repeats the gray plane to
+   ``channels``.  The optional ``normalization`` ("zscore") is the network's own first layer
+   (:class:`pneumoscan.models.common.InputNormalization`), so that exported ONNX graphs carry it.
+
+This module is torch-free so the ONNX engine can use it without PyTorch.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image
+
+from pneumoscan.config import PreprocessConfig
+from pneumoscan.data.imageio import DecodedImage, read_image
+
+
+def prepare(image: DecodedImage | np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Centre-crop and resize a decoded image to a ``(image_size, image_size)`` uint8 array."""
+    pixels = image.pixels if isinstance(image, DecodedImage) else image
+    pixels = _centre_crop(np.asarray(pixels, dtype=np.float32), cfg.crop_fraction)
+    if pixels.shape != (cfg.image_size, cfg.image_size):
+        resized = Image.fromarray(pixels).resize((cfg.image_size, cfg.image_size), Image.Resampling.BILINEAR)
+        pixels = np.asarray(resized, dtype=np.float32)
+    return np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
+
+
+def load_prepared(path: str | os.PathLike[str], cfg: PreprocessConfig) -> np.ndarray:
+    """Decode a file and :func:`prepare` it."""
+    return prepare(read_image(path), cfg)
+
+
+def to_model_input(batch: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Turn ``(N, S, S)`` uint8 images into ``(N, channels, S, S)`` float32 in [0, 1]."""
+    if batch.ndim == 2:
+        batch = batch[None]
+    scaled = batch.astype(np.float32)[:, None] / np.float32(255.0)
+    return np.repeat(scaled, cfg.channels, axis=1) if cfg.channels > 1 else scaled
+
+
+def _centre_crop(pixels: np.ndarray, fraction: float) -> np.ndarray:
+    if fraction >= 1.0:
+        return pixels
+    height, width = pixels.shape
+    keep_h, keep_w = max(1, round(height * fraction)), max(1, round(width * fraction))
+    top, left = (height - keep_h) // 2, (width - keep_w) // 2
+    return pixels[top : top + keep_h, left : left + keep_w]

@@ -1,0 +1,63 @@
+"""A small, learnable synthetic chest-film task in the Kaggle layout, for tests and the demo.
+
+Each image is a bright "body" with two dark "lungs"; PNEUMONIA images add a bright, soft
+opacity inside one lung.  File names follow the Kaggle conventions so patient-wise splitting is
+exercised: ``IM-NNNN-000K.jpeg`` for NORMAL, ``personN_bacteria_K.jpeg`` for PNEUMONIA, with
+several images per patient.  It says nothing about real radiographs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def synthetic_film(rng: np.random.Generator, pneumonia: bool, size: int = 96) -> np.ndarray:
+    """One synthetic film as uint8 ``(size, size)``."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    body = 0.75 - 0.25 * ((xx - 0.5) ** 2 + (yy - 0.5) ** 2)
+    image = body.copy()
+    for centre_x in (0.32, 0.68):
+        cx, cy = centre_x + rng.normal(0, 0.02), 0.5 + rng.normal(0, 0.02)
+        lung = ((xx - cx) / 0.14) ** 2 + ((yy - cy) / 0.3) ** 2 < 1
+        image[lung] = 0.2
+    if pneumonia:
+        cx = rng.choice([0.32, 0.68]) + rng.normal(0, 0.03)
+        cy = 0.5 + rng.uniform(-0.15, 0.15)
+        image += 0.45 * np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 0.06**2)))
+    image += rng.normal(0, 0.04, image.shape)
+    return (np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def make_synthetic_dataset(
+    root: str | Path,
+    per_class: dict[str, int] | None = None,
+    images_per_patient: int = 2,
+    size: int = 96,
+    seed: int = 0,
+) -> Path:
+    """Write ``root/{train,test}/{NORMAL,PNEUMONIA}/*.jpeg`` and return ``root``.
+
+    ``per_class`` maps split name to images per class (default ``{"train": 60, "test": 20}``).
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    patient = 1
+    for split, count in (per_class or {"train": 60, "test": 20}).items():
+        for label in ("NORMAL", "PNEUMONIA"):
+            folder = root / split / label
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                if i % images_per_patient == 0:
+                    patient += 1
+                k = i % images_per_patient + 1
+                name = (
+                    f"IM-{patient:04d}-{k:04d}.jpeg"
+                    if label == "NORMAL"
+                    else f"person{patient}_bacteria_{k}.jpeg"
+                )
+                pixels = synthetic_film(rng, label == "PNEUMONIA", size)
+                Image.fromarray(pixels).convert("RGB").save(folder / name, quality=95)
+    return root

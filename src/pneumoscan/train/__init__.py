@@ -1,0 +1,1 @@
+"""Training with Lightning: the module, the data module, calibration and the ``train`` entry point."""
