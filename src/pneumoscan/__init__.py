@@ -21,8 +21,8 @@ _LAZY = {
     "recipe": "pneumoscan.config",
     "Predictor": "pneumoscan.predict",
     "Prediction": "pneumoscan.predict",
-    "train": "pneumoscan.train.fit",
-    "evaluate": "pneumoscan.evaluate.evaluation",
+    "train": "pneumoscan.training.fit",
+    "evaluate": "pneumoscan.evaluation.evaluate",
     "scan_dataset": "pneumoscan.data.manifest",
     "read_image": "pneumoscan.data.imageio",
     "PneumoscanError": "pneumoscan.errors",
@@ -33,9 +33,9 @@ if TYPE_CHECKING:
     from pneumoscan.data.imageio import read_image
     from pneumoscan.data.manifest import scan_dataset
     from pneumoscan.errors import PneumoscanError
-    from pneumoscan.evaluate.evaluation import evaluate
+    from pneumoscan.evaluation.evaluate import evaluate
     from pneumoscan.predict import Prediction, Predictor
-    from pneumoscan.train.fit import train
+    from pneumoscan.training.fit import train
 
 __all__ = [
     "Config",

@@ -81,7 +81,7 @@ def _train_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pneumoscan.train.fit import train
+    from pneumoscan.training.fit import train
 
     config = None if args.resume else _train_config(args)
     result = train(
@@ -138,8 +138,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pneumoscan.evaluate.evaluation import evaluate
-    from pneumoscan.evaluate.metrics import format_report
+    from pneumoscan.evaluation.evaluate import evaluate
+    from pneumoscan.evaluation.metrics import format_report
     from pneumoscan.predict import Predictor
 
     predictor = Predictor.load(None if args.model == "bundled" else args.model, args.engine)
@@ -150,7 +150,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         written = result.write(args.out)
         print(f"wrote {len(written)} files to {args.out}")
     if args.report:
-        from pneumoscan.evaluate.report import write_report
+        from pneumoscan.evaluation.report import write_report
 
         write_report(result, predictor, args.report)
         print(f"report: {args.report}")

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from pneumoscan.config import recipe
-from pneumoscan.evaluate.evaluation import evaluate
-from pneumoscan.evaluate.metrics import format_report
+from pneumoscan.evaluation.evaluate import evaluate
+from pneumoscan.evaluation.metrics import format_report
 from pneumoscan.predict import Predictor
 from pneumoscan.synthetic import make_synthetic_dataset
-from pneumoscan.train.fit import train
+from pneumoscan.training.fit import train
 
 
 def demo_config():

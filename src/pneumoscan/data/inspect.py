@@ -50,7 +50,7 @@ class InspectReport:
 
     def write_plots(self, out_dir: str | Path) -> None:
         """Class distribution and sample images as PNG."""
-        from pneumoscan.evaluate import plots
+        from pneumoscan.evaluation import plots
 
         out = Path(out_dir)
         plots.class_distribution(self.manifest, out / "class_distribution.png")

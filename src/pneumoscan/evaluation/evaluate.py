@@ -18,8 +18,8 @@ from pneumoscan.atomic import atomic_write_text
 from pneumoscan.data.cache import load_cached
 from pneumoscan.data.manifest import evaluation_split, scan_dataset
 from pneumoscan.errors import DataError
-from pneumoscan.evaluate import plots
-from pneumoscan.evaluate.metrics import binary_metrics
+from pneumoscan.evaluation import plots
+from pneumoscan.evaluation.metrics import binary_metrics
 from pneumoscan.predict import Predictor
 
 

@@ -33,13 +33,13 @@ from pneumoscan.config import Config
 from pneumoscan.data.datamodule import XrayDataModule
 from pneumoscan.engines.torch_engine import TorchEngine, load_network, network_tensors
 from pneumoscan.errors import PneumoscanError
-from pneumoscan.evaluate import plots
-from pneumoscan.evaluate.metrics import binary_metrics
+from pneumoscan.evaluation import plots
+from pneumoscan.evaluation.metrics import binary_metrics
 from pneumoscan.hardware import lightning_precision
 from pneumoscan.model_file import ModelMeta, save_model
 from pneumoscan.predict import Predictor
-from pneumoscan.train.calibration import choose_threshold, fit_temperature
-from pneumoscan.train.module import XrayClassifier
+from pneumoscan.training.calibration import choose_threshold, fit_temperature
+from pneumoscan.training.module import XrayClassifier
 
 MODEL_FILE = "model.safetensors"
 

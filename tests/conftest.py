@@ -1,0 +1,48 @@
+"""Shared fixtures: a synthetic data set in the Kaggle layout and a model trained on it (once per session)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pneumoscan.config import Config, recipe
+from pneumoscan.synthetic import make_synthetic_dataset
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep the decoded-image cache of the tests out of the user's ~/.cache."""
+    os.environ["PNEUMOSCAN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``ROOT/{train,test}/{NORMAL,PNEUMONIA}``: 80 training and 20 test images per class, 96 px."""
+    return make_synthetic_dataset(tmp_path_factory.mktemp("data"), {"train": 80, "test": 20})
+
+
+def tiny_config(architecture: str = "pneumo-resnet") -> Config:
+    """The default recipe shrunk so that a training run takes seconds."""
+    return recipe("default").with_overrides(
+        [
+            f"model.architecture={architecture}",
+            "preprocess.image_size=64",
+            "preprocess.crop_fraction=1.0",
+            "train.max_epochs=8",
+            "train.batch_size=32",
+            "train.lr=0.003",
+            "data.val_fraction=0.2",
+        ]
+    )
+
+
+@pytest.fixture(scope="session")
+def trained_model(synthetic_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``pneumo-resnet`` model file trained on :func:`synthetic_data` (shared by the tests)."""
+    from pneumoscan.training.fit import train
+
+    result = train(synthetic_data / "train", tmp_path_factory.mktemp("run") / "run", tiny_config(), progress=False)
+    assert result.model_path is not None
+    return result.model_path
