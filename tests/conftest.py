@@ -43,6 +43,8 @@ def trained_model(synthetic_data: Path, tmp_path_factory: pytest.TempPathFactory
     """A ``pneumo-resnet`` model file trained on :func:`synthetic_data` (shared by the tests)."""
     from pneumoscan.training.fit import train
 
-    result = train(synthetic_data / "train", tmp_path_factory.mktemp("run") / "run", tiny_config(), progress=False)
+    result = train(
+        synthetic_data / "train", tmp_path_factory.mktemp("run") / "run", tiny_config(), progress=False
+    )
     assert result.model_path is not None
     return result.model_path
