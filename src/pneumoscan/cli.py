@@ -254,6 +254,29 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a model file to ONNX",
+        description="Export a model to ONNX for torch-free serving with onnxruntime (--engine onnx).",
+    )
+    p.add_argument(
+        "model", help="model file (.safetensors), or 'bundled' for the model shipped with pneumoscan"
+    )
+    p.add_argument("out", help="ONNX file to write (.onnx)")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="export format (default: onnx)")
+    p.add_argument("--opset", type=int, help="ONNX opset to target (default: the exporter's recommended one)")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pneumoscan.export import export_onnx
+    from pneumoscan.predict import bundled_model_path
+
+    out = export_onnx(bundled_model_path() if args.model == "bundled" else args.model, args.out, args.opset)
+    print(f"wrote {out}")
+    return 0
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
@@ -283,6 +306,7 @@ COMMANDS = {
     "evaluate": (_add_evaluate, cmd_evaluate),
     "predict": (_add_predict, cmd_predict),
     "info": (_add_info, cmd_info),
+    "export": (_add_export, cmd_export),
     "demo": (_add_demo, cmd_demo),
 }
 
@@ -305,7 +329,7 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     import logging
 
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torch.onnx"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 

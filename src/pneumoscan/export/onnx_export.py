@@ -1,0 +1,111 @@
+"""Export a ``.safetensors`` model file to an ONNX graph that :mod:`pneumoscan.engines.onnx_engine` runs.
+
+The graph is the network in fp32 eval mode, its own first layer (``InputNormalization``) included:
+input ``image``, float32 ``(N, C, S, S)`` in [0, 1] with a dynamic batch dimension N (exactly what
+:func:`pneumoscan.preprocess.to_model_input` makes); output ``logit``, float32 ``(N,)``.
+Decoding, crop/resize, calibration and the threshold stay outside the graph and are driven by the
+model's :class:`~pneumoscan.model_file.ModelMeta`, stored in the ONNX ``metadata_props``.
+
+Uses the ``torch.export``-based exporter (``dynamo=True``), which needs ``onnx`` and ``onnxscript``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from pneumoscan.atomic import atomic_path
+from pneumoscan.engines.onnx_engine import INPUT, META_KEY, OUTPUT
+from pneumoscan.errors import PneumoscanError
+from pneumoscan.model_file import ModelMeta
+
+if TYPE_CHECKING:
+    import onnx
+    from torch import nn
+
+MIN_OPSET = 18  # the lowest opset the torch.export-based exporter has implementations for
+CONTRACT = (
+    "pneumoscan: input 'image' float32 (N, C, S, S) in [0, 1]; output 'logit' (N,); "
+    "probability = sigmoid(logit / temperature); see metadata_props['pneumoscan']"
+)
+
+
+def export_onnx(
+    model_path: str | os.PathLike[str], out_path: str | os.PathLike[str], opset: int | None = None
+) -> Path:
+    """Export a model file to ``out_path`` (``.onnx``, written atomically); returns the path.
+
+    ``opset`` is the ONNX opset to target (default: the exporter's recommended one).
+    """
+    onnx_lib = _require_exporter()
+    out = Path(out_path)
+    if out.suffix.lower() != ".onnx":
+        raise PneumoscanError(f"{out}: the output file name must end in .onnx")
+    _check_opset(onnx_lib, opset)
+    from pneumoscan.engines.torch_engine import load_network
+
+    meta, net = load_network(model_path)
+    model = _trace(net, meta, opset)
+    onnx_lib.helper.set_model_props(model, metadata_props(meta))
+    model.doc_string = CONTRACT
+    with atomic_path(out) as tmp:
+        onnx_lib.save_model(model, tmp)
+        onnx_lib.checker.check_model(tmp, full_check=True)
+    return out
+
+
+def metadata_props(meta: ModelMeta) -> dict[str, str]:
+    """ONNX ``metadata_props``: the full :class:`ModelMeta` JSON and a few keys readable at a glance."""
+    return {
+        META_KEY: meta.model_dump_json(),
+        "architecture": meta.model.architecture,
+        "image_size": str(meta.preprocess.image_size),
+        "channels": str(meta.preprocess.channels),
+        "threshold": str(meta.threshold),
+        "temperature": str(meta.temperature),
+        "class_names": ",".join(meta.class_names),
+    }
+
+
+def _require_exporter() -> ModuleType:
+    try:
+        import onnx
+        import onnxscript  # noqa: F401  (used by torch.onnx.export)
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise PneumoscanError(
+            f"exporting to ONNX needs {exc.name}: pip install 'pneumoscan[export]' (PyTorch installed first)"
+        ) from None
+    return onnx
+
+
+def _check_opset(onnx_lib: ModuleType, opset: int | None) -> None:
+    highest = onnx_lib.defs.onnx_opset_version()
+    if opset is not None and not MIN_OPSET <= opset <= highest:
+        raise PneumoscanError(f"ONNX opset {opset} is not supported; choose {MIN_OPSET} to {highest}")
+
+
+def _trace(net: nn.Module, meta: ModelMeta, opset: int | None) -> onnx.ModelProto:
+    """The network as an fp32 eval-mode ONNX graph with a dynamic batch dimension."""
+    import torch
+
+    side = meta.preprocess.image_size
+    example = torch.rand(2, meta.preprocess.channels, side, side)  # batch 2: 1 would be specialised
+    program = torch.onnx.export(
+        net.float().eval(),
+        (example,),
+        input_names=[INPUT],
+        output_names=[OUTPUT],
+        opset_version=opset,
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        dynamo=True,
+        verbose=False,
+    )
+    assert program is not None  # dynamo=True always returns the program
+    model = program.model_proto
+    reached = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset is not None and reached != opset:
+        raise PneumoscanError(f"this model cannot be converted to ONNX opset {opset}; try opset {reached}")
+    return model
