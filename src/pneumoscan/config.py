@@ -195,7 +195,9 @@ def default_recipe() -> Config:
             erasing=0.3,
         ),
         data=DataConfig(val_fraction=0.1),
-        model=ModelConfig(architecture="pneumo-resnet"),
+        model=ModelConfig(
+            architecture="pneumo-resnet", options={"stem_stride": 4, "widths": [24, 48, 96, 192]}
+        ),
         train=TrainConfig(
             optimizer="adamw",
             lr=3e-3,

@@ -12,7 +12,9 @@ from pneumoscan.models.registry import register
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout))
+    """3x3 convolution (or a stride x stride patch convolution for strides above 2) and BatchNorm."""
+    kernel, padding = (3, 1) if stride <= 2 else (stride, 0)
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, padding, bias=False), nn.BatchNorm2d(cout))
 
 
 class BasicBlock(nn.Module):
@@ -33,7 +35,7 @@ class BasicBlock(nn.Module):
 
 @register("pneumo-resnet")
 class PneumoResNet(nn.Module):
-    """Stem (3x3 stride 2), one residual stage per width (each halving the resolution), global
+    """Stem (3x3, stride ``stem_stride``), one residual stage per width (each halving the resolution), global
     average pooling, dropout and a linear logit. About 1.2M parameters with the default widths."""
 
     def __init__(
@@ -44,11 +46,12 @@ class PneumoResNet(nn.Module):
         widths: Sequence[int] = (32, 64, 128, 256),
         blocks: int = 1,
         dropout: float = 0.2,
+        stem_stride: int = 2,
     ) -> None:
         super().__init__()
         del image_size  # fully convolutional: any input size works
         self.normalize = InputNormalization(normalization)
-        self.stem = nn.Sequential(_conv_bn(in_channels, widths[0], stride=2), nn.ReLU())
+        self.stem = nn.Sequential(_conv_bn(in_channels, widths[0], stride=stem_stride), nn.ReLU())
         stages: list[nn.Module] = []
         cin = widths[0]
         for i, width in enumerate(widths):
