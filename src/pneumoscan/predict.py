@@ -40,7 +40,10 @@ class Engine(Protocol):
 
 @dataclass
 class Prediction:
-    """The result for one image; ``error`` is set (and the rest empty) when it could not be read."""
+    """The result for one image; ``error`` is set (and the rest empty) when it could not be read.
+
+    ``heatmap_path`` is the heat-map PNG written by :func:`pneumoscan.explain.explain_files`.
+    """
 
     path: str
     probability: float | None = None
@@ -48,6 +51,7 @@ class Prediction:
     threshold: float | None = None
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    heatmap_path: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         """Plain-dict form for JSON/CSV output."""
@@ -58,6 +62,7 @@ class Prediction:
             "threshold": self.threshold,
             "warnings": "; ".join(self.warnings),
             "error": self.error or "",
+            "heatmap_path": self.heatmap_path or "",
         }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -12,18 +13,24 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
-from sklearn.metrics import roc_curve
+from sklearn.metrics import precision_recall_curve, roc_curve
 
-from pneumoscan.atomic import atomic_path
+from pneumoscan.atomic import atomic_write_bytes
 from pneumoscan.data.imageio import read_image
 from pneumoscan.errors import ImageReadError
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def figure_png_bytes(fig: Figure) -> bytes:
+    """Render ``fig`` to PNG bytes in memory and close it."""
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, format="png")
     plt.close(fig)
+    return buffer.getvalue()
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    atomic_write_bytes(path, figure_png_bytes(fig))
     return path
 
 
@@ -69,6 +76,11 @@ def learning_curves(history: pd.DataFrame, path: Path) -> Path:
 
 
 def confusion(cm: dict[str, int], path: Path) -> Path:
+    """Write :func:`confusion_figure` as a PNG to ``path``."""
+    return _save(confusion_figure(cm), path)
+
+
+def confusion_figure(cm: dict[str, int]) -> Figure:
     """Confusion matrix heat map with counts."""
     matrix = np.array([[cm["tn"], cm["fp"]], [cm["fn"], cm["tp"]]])
     fig, ax = plt.subplots(figsize=(4.2, 3.8))
@@ -82,10 +94,15 @@ def confusion(cm: dict[str, int], path: Path) -> Path:
         ax.text(
             j, i, str(value), ha="center", va="center", color="white" if value > matrix.max() / 2 else "black"
         )
-    return _save(fig, path)
+    return fig
 
 
 def roc(labels: np.ndarray, probabilities: np.ndarray, threshold: float, path: Path) -> Path:
+    """Write :func:`roc_figure` as a PNG to ``path``."""
+    return _save(roc_figure(labels, probabilities, threshold), path)
+
+
+def roc_figure(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> Figure:
     """ROC curve with the operating threshold marked."""
     fpr, tpr, thresholds = roc_curve(labels, probabilities)
     fig, ax = plt.subplots(figsize=(4.5, 4.2))
@@ -96,10 +113,30 @@ def roc(labels: np.ndarray, probabilities: np.ndarray, threshold: float, path: P
     ax.set_xlabel("1 - specificity")
     ax.set_ylabel("sensitivity")
     ax.legend(loc="lower right")
-    return _save(fig, path)
+    return fig
+
+
+def precision_recall_figure(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> Figure:
+    """Precision-recall curve with the operating threshold marked and the prevalence as baseline."""
+    precision, recall, thresholds = precision_recall_curve(labels, probabilities)
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    ax.plot(recall, precision, label="precision-recall")
+    ax.axhline(float(np.mean(labels)), linestyle="--", color="grey", label="prevalence")
+    at = int(np.argmin(np.abs(thresholds - threshold)))
+    ax.plot(recall[at], precision[at], "o", color="red", label=f"threshold {threshold:.2f}")
+    ax.set_xlabel("recall (sensitivity)")
+    ax.set_ylabel("precision")
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="lower left")
+    return fig
 
 
 def reliability(labels: np.ndarray, probabilities: np.ndarray, path: Path, bins: int = 10) -> Path:
+    """Write :func:`reliability_figure` as a PNG to ``path``."""
+    return _save(reliability_figure(labels, probabilities, bins), path)
+
+
+def reliability_figure(labels: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> Figure:
     """Reliability diagram: observed pneumonia rate against predicted probability."""
     observed, predicted = calibration_curve(labels, probabilities, n_bins=bins, strategy="uniform")
     fig, ax = plt.subplots(figsize=(4.5, 4.2))
@@ -108,4 +145,4 @@ def reliability(labels: np.ndarray, probabilities: np.ndarray, path: Path, bins:
     ax.set_xlabel("predicted probability")
     ax.set_ylabel("observed pneumonia rate")
     ax.legend(loc="upper left")
-    return _save(fig, path)
+    return fig

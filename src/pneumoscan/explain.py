@@ -1,0 +1,194 @@
+"""Grad-CAM heat maps: which parts of a film pushed the model towards PNEUMONIA.
+
+Grad-CAM (Selvaraju et al., 2017) weighs each channel of the network's last convolutional stage
+(``net.cam_layer``, exposed by every registered architecture) by the mean gradient of the
+PNEUMONIA logit with respect to it, keeps the positive part of the weighted sum and scales it to
+[0, 1].  It runs in float32 with the network in eval mode, on the torch engine only.
+
+>>> from pneumoscan import Predictor, read_image
+>>> from pneumoscan.explain import explain_image, overlay_png
+>>> explanation = explain_image(Predictor.load(), read_image("film.jpeg"))
+>>> png = overlay_png(explanation)    # the heat map over the original film
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from pneumoscan.atomic import atomic_write_bytes
+from pneumoscan.data.imageio import DecodedImage, read_image
+from pneumoscan.engines.torch_engine import TorchEngine
+from pneumoscan.errors import ImageReadError, PneumoscanError
+from pneumoscan.predict import Prediction, Predictor
+from pneumoscan.preprocess import prepare, to_model_input
+
+HEATMAP_ALPHA = 0.4
+MAX_OVERLAY_SIDE = 1024
+_CAM_LOCK = threading.Lock()  # the hook lives on a network that other threads may share
+
+
+@dataclass
+class Explanation:
+    """A prediction with its Grad-CAM heat map.
+
+    ``heatmap`` is float32 ``(S, S)`` in [0, 1] in model-input coordinates (after crop and resize);
+    ``overlay`` is uint8 RGB ``(H, W, 3)``: the heat map over the original image, mapped back
+    through the centre crop (no colour outside it), at most :data:`MAX_OVERLAY_SIDE` pixels a side.
+    """
+
+    prediction: Prediction
+    heatmap: np.ndarray
+    overlay: np.ndarray
+
+
+def grad_cam(net: nn.Module, batch: np.ndarray) -> np.ndarray:
+    """Grad-CAM of the logit at ``net.cam_layer`` for a model-input batch ``(N, C, S, S)``.
+
+    Returns float32 ``(N, S, S)``, each map scaled so that its peak is 1 (all zeros if nothing
+    in the image raised the logit).
+    """
+    captured: list[torch.Tensor] = []
+
+    def keep(_module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor | None:
+        if not output.requires_grad:  # another thread's inference pass
+            return None
+        captured.append(output)
+        return output.clone()  # later in-place operations then cannot touch the captured tensor
+
+    with _CAM_LOCK, torch.enable_grad():
+        handle = net.cam_layer.register_forward_hook(keep)  # type: ignore[union-attr]
+        try:
+            logits = net(torch.from_numpy(batch).float().requires_grad_(True))
+            (grads,) = torch.autograd.grad(logits.sum(), captured[0])
+        finally:
+            handle.remove()
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    cam = torch.relu((weights * captured[0].detach()).sum(dim=1, keepdim=True))
+    cam = F.interpolate(cam, size=tuple(batch.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
+    return (cam / cam.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)).numpy().astype(np.float32)
+
+
+def explain_image(predictor: Predictor, image: DecodedImage, name: str = "image") -> Explanation:
+    """Predict one decoded image and compute its Grad-CAM heat map and overlay."""
+    net = _network(predictor)
+    cfg = predictor.meta.preprocess
+    heatmap = grad_cam(net, to_model_input(prepare(image, cfg), cfg))[0]
+    prediction = predictor.predict_images([image], [name])[0]
+    return Explanation(prediction, heatmap, _overlay(image.pixels, heatmap, cfg.crop_fraction))
+
+
+def explain_files(
+    predictor: Predictor, paths: Iterable[str | os.PathLike[str]], out_dir: str | Path
+) -> list[Prediction]:
+    """Predict files and write ``OUT_DIR/<stem>_heatmap.png`` for each readable one.
+
+    Predictions come back in the input order with ``heatmap_path`` set; unreadable files come back
+    with ``error`` set, as from :meth:`Predictor.predict_files`.  Repeated stems get ``-2``, ``-3``...
+    """
+    _network(predictor)  # refuse an ONNX predictor before reading anything
+    out = _output_dir(Path(out_dir))
+    used: set[str] = set()
+    results: list[Prediction] = []
+    for path in paths:
+        try:
+            image = read_image(path)
+        except ImageReadError as exc:
+            results.append(Prediction(str(path), error=str(exc)))
+            continue
+        explanation = explain_image(predictor, image, str(path))
+        target = out / _unique_name(Path(path).stem, used)
+        _write(target, overlay_png(explanation))
+        explanation.prediction.heatmap_path = str(target)
+        results.append(explanation.prediction)
+    return results
+
+
+def overlay_png(explanation: Explanation, max_side: int = MAX_OVERLAY_SIDE) -> bytes:
+    """PNG bytes of the overlay, downscaled so that its longest side is at most ``max_side``."""
+    picture = Image.fromarray(explanation.overlay)
+    picture.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _network(predictor: Predictor) -> nn.Module:
+    if not isinstance(predictor.engine, TorchEngine):
+        raise PneumoscanError(
+            f"{predictor.meta.model_id()}: heat maps need the torch engine; "
+            "use the .safetensors model file without --engine onnx"
+        )
+    return predictor.engine.net
+
+
+def _overlay(pixels: np.ndarray, heatmap: np.ndarray, crop_fraction: float) -> np.ndarray:
+    """The heat map in jet colours over the grayscale image, inside the centre crop only."""
+    height, width = pixels.shape
+    scale = min(1.0, MAX_OVERLAY_SIDE / max(height, width))
+    gray = _resize(pixels, max(1, round(width * scale)), max(1, round(height * scale)))
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    top, left, keep_h, keep_w = _crop_box(height, width, crop_fraction)
+    top, left = round(top * scale), round(left * scale)
+    region = rgb[top : top + max(1, round(keep_h * scale)), left : left + max(1, round(keep_w * scale))]
+    heat = _resize(heatmap, region.shape[1], region.shape[0])
+    region[:] = (1.0 - HEATMAP_ALPHA) * region + HEATMAP_ALPHA * _jet(heat)
+    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+
+
+def _crop_box(height: int, width: int, fraction: float) -> tuple[int, int, int, int]:
+    """``(top, left, height, width)`` of the centre crop taken by :func:`pneumoscan.preprocess.prepare`."""
+    if fraction >= 1.0:
+        return 0, 0, height, width
+    keep_h, keep_w = max(1, round(height * fraction)), max(1, round(width * fraction))
+    return (height - keep_h) // 2, (width - keep_w) // 2, keep_h, keep_w
+
+
+def _resize(values: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Bilinear resize of a 2-D float array to ``(height, width)``."""
+    picture = Image.fromarray(np.asarray(values, dtype=np.float32))
+    return np.asarray(picture.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def _jet(values: np.ndarray) -> np.ndarray:
+    """Jet-like colours (dark blue at 0, cyan, yellow, dark red at 1) as floats ``(..., 3)``."""
+    return np.clip(1.5 - np.abs(4.0 * values[..., None] - np.array([3.0, 2.0, 1.0])), 0.0, 1.0)
+
+
+def _output_dir(out: Path) -> Path:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PneumoscanError(
+            f"{out}: cannot create the heat-map folder ({exc.strerror or exc}); choose another folder"
+        ) from None
+    return out
+
+
+def _unique_name(stem: str, used: set[str]) -> str:
+    """``<stem>_heatmap.png``, numbered if taken (compared case-insensitively, as on macOS/Windows)."""
+    name, number = f"{stem}_heatmap.png", 1
+    while name.lower() in used:
+        number += 1
+        name = f"{stem}-{number}_heatmap.png"
+    used.add(name.lower())
+    return name
+
+
+def _write(target: Path, data: bytes) -> None:
+    try:
+        atomic_write_bytes(target, data)
+    except OSError as exc:
+        raise PneumoscanError(
+            f"{target}: cannot write the heat map ({exc.strerror or exc}); choose another folder"
+        ) from None
