@@ -28,6 +28,7 @@ def tiny_config(architecture: str = "pneumo-resnet") -> Config:
     return recipe("default").with_overrides(
         [
             f"model.architecture={architecture}",
+            *(["model.options={}"] if architecture != "pneumo-resnet" else []),
             "preprocess.image_size=64",
             "preprocess.crop_fraction=1.0",
             "train.max_epochs=8",

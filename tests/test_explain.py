@@ -88,7 +88,6 @@ def test_heat_map_points_at_the_evidence(blob_model: Path) -> None:
         (
             "seed-cnn",
             [
-                "model.options={}",
                 "preprocess.image_size=96",
                 "preprocess.crop_fraction=0.8",
                 "preprocess.channels=3",

@@ -31,7 +31,7 @@ from pneumoscan.data.imageio import DecodedImage, read_image
 from pneumoscan.engines.torch_engine import TorchEngine
 from pneumoscan.errors import ImageReadError, PneumoscanError
 from pneumoscan.predict import Prediction, Predictor
-from pneumoscan.preprocess import prepare, to_model_input
+from pneumoscan.preprocess import crop_box, prepare, to_model_input
 
 HEATMAP_ALPHA = 0.4
 MAX_OVERLAY_SIDE = 1024
@@ -138,20 +138,12 @@ def _overlay(pixels: np.ndarray, heatmap: np.ndarray, crop_fraction: float) -> n
     scale = min(1.0, MAX_OVERLAY_SIDE / max(height, width))
     gray = _resize(pixels, max(1, round(width * scale)), max(1, round(height * scale)))
     rgb = np.repeat(gray[..., None], 3, axis=2)
-    top, left, keep_h, keep_w = _crop_box(height, width, crop_fraction)
+    top, left, keep_h, keep_w = crop_box(height, width, crop_fraction)
     top, left = round(top * scale), round(left * scale)
     region = rgb[top : top + max(1, round(keep_h * scale)), left : left + max(1, round(keep_w * scale))]
     heat = _resize(heatmap, region.shape[1], region.shape[0])
     region[:] = (1.0 - HEATMAP_ALPHA) * region + HEATMAP_ALPHA * _jet(heat)
     return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
-
-
-def _crop_box(height: int, width: int, fraction: float) -> tuple[int, int, int, int]:
-    """``(top, left, height, width)`` of the centre crop taken by :func:`pneumoscan.preprocess.prepare`."""
-    if fraction >= 1.0:
-        return 0, 0, height, width
-    keep_h, keep_w = max(1, round(height * fraction)), max(1, round(width * fraction))
-    return (height - keep_h) // 2, (width - keep_w) // 2, keep_h, keep_w
 
 
 def _resize(values: np.ndarray, width: int, height: int) -> np.ndarray:

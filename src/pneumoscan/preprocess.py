@@ -50,10 +50,15 @@ def to_model_input(batch: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     return np.repeat(scaled, cfg.channels, axis=1) if cfg.channels > 1 else scaled
 
 
-def _centre_crop(pixels: np.ndarray, fraction: float) -> np.ndarray:
+def crop_box(height: int, width: int, fraction: float) -> tuple[int, int, int, int]:
+    """``(top, left, height, width)`` of the centre crop that :func:`prepare` keeps."""
     if fraction >= 1.0:
-        return pixels
-    height, width = pixels.shape
+        return 0, 0, height, width
     keep_h, keep_w = max(1, round(height * fraction)), max(1, round(width * fraction))
-    top, left = (height - keep_h) // 2, (width - keep_w) // 2
+    return (height - keep_h) // 2, (width - keep_w) // 2, keep_h, keep_w
+
+
+def _centre_crop(pixels: np.ndarray, fraction: float) -> np.ndarray:
+    height, width = pixels.shape
+    top, left, keep_h, keep_w = crop_box(height, width, fraction)
     return pixels[top : top + keep_h, left : left + keep_w]
