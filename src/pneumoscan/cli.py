@@ -277,6 +277,78 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from pneumoscan.serve import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES
+
+    p = sub.add_parser(
+        "serve",
+        help="web page and JSON API for predictions",
+        description="Serve a web page at / and a JSON API at /v1 (API docs at /docs). "
+        "A research and education tool, not a medical device.",
+    )
+    p.add_argument("--model", help="model file (default: the bundled model)")
+    p.add_argument(
+        "--engine",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="torch (heat maps available) or onnx (a .onnx file from pneumoscan export)",
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
+    )
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=DEFAULT_MAX_UPLOAD_BYTES / 2**20,
+        help="largest request body in MiB (default: %(default)g)",
+    )
+    p.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=DEFAULT_MAX_PIXELS / 1e6,
+        help="largest image accepted, in millions of pixels (default: %(default)g)",
+    )
+    p.add_argument(
+        "--save-uploads", metavar="DIR", help="keep a copy of every upload in DIR (default: never written)"
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from pneumoscan.predict import Predictor
+    from pneumoscan.serve.app import create_app
+
+    if args.max_upload_mb <= 0 or args.max_megapixels <= 0:
+        raise PneumoscanError("--max-upload-mb and --max-megapixels must be positive")
+    if args.save_uploads:
+        try:
+            Path(args.save_uploads).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PneumoscanError(f"{args.save_uploads}: cannot create the uploads folder ({exc})") from None
+    predictor = Predictor.load(args.model, args.engine)
+    app = create_app(
+        predictor,
+        max_upload_bytes=int(args.max_upload_mb * 2**20),
+        max_pixels=int(args.max_megapixels * 1e6),
+        save_uploads_dir=args.save_uploads,
+    )
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"pneumoscan: warning: listening on {args.host}: other machines can reach this server, "
+            "which has no authentication",
+            file=sys.stderr,
+        )
+    print(
+        f"pneumoscan: serving {predictor.meta.model_id()} ({args.engine}) on http://{args.host}:{args.port}/ "
+        "(API docs at /docs; Ctrl+C stops)",
+        file=sys.stderr,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
@@ -307,6 +379,7 @@ COMMANDS = {
     "predict": (_add_predict, cmd_predict),
     "info": (_add_info, cmd_info),
     "export": (_add_export, cmd_export),
+    "serve": (_add_serve, cmd_serve),
     "demo": (_add_demo, cmd_demo),
 }
 

@@ -1,0 +1,193 @@
+"""The FastAPI application: the page at ``/``, the JSON API under ``/v1``, ``/health`` and ``/docs``.
+
+The page (``serve/static``) is self-contained: no CDN, fonts or scripts from elsewhere, and its
+Content-Security-Policy only lets it talk to this server.  (The interactive API docs at ``/docs``
+are FastAPI's Swagger UI, which loads its own assets from a CDN.)
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from pneumoscan import __version__
+from pneumoscan.predict import Predictor
+from pneumoscan.serve import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, MAX_FILES
+from pneumoscan.serve.errors import install_error_handlers
+from pneumoscan.serve.inference import InferenceService, Outcome
+from pneumoscan.serve.model_card_text import INTENDED_USE, LIMITS
+from pneumoscan.serve.schemas import (
+    ErrorDetail,
+    Health,
+    ImageResult,
+    ModelInfo,
+    PredictResponse,
+    UploadLimits,
+)
+from pneumoscan.serve.uploads import FIELD, read_uploads
+
+STATIC_DIR = Path(__file__).with_name("static")
+FORMATS = ["JPEG", "PNG", "DICOM", "BMP", "TIFF"]
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FIELD],
+                    "properties": {
+                        FIELD: {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": f"1 to {MAX_FILES} chest X-rays: JPEG, PNG or DICOM",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorDetail, "description": text}
+    for code, text in {
+        400: "malformed upload, or no image could be decoded",
+        413: "upload or image too large",
+        415: "not a multipart upload, or not an image",
+        422: "invalid parameters or no file",
+        500: "unexpected server error",
+    }.items()
+}
+
+
+def create_app(
+    predictor: Predictor,
+    *,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    save_uploads_dir: str | os.PathLike[str] | None = None,
+) -> FastAPI:
+    """The web app serving ``predictor``.
+
+    ``max_upload_bytes`` bounds a request body (all its files), ``max_pixels`` each decoded image;
+    uploads are kept in memory only, unless ``save_uploads_dir`` is given.
+    """
+    save_dir = Path(save_uploads_dir) if save_uploads_dir is not None else None
+    service = InferenceService(predictor, max_pixels=max_pixels, save_uploads_dir=save_dir)
+    info = _model_info(service, max_upload_bytes, max_pixels)
+    model_id = predictor.meta.model_id()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        service.close()
+
+    app = FastAPI(
+        title="pneumoscan",
+        version=__version__,
+        description=f"Pneumonia probability for chest X-rays. {INTENDED_USE}",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
+
+    @app.get("/health")
+    async def health() -> Health:
+        """The server is up and its model is loaded."""
+        return Health(model_id=model_id, engine=predictor.engine.name)
+
+    @app.get("/v1/model")
+    async def model() -> ModelInfo:
+        """The model card: architecture, preprocessing, calibration, metrics, intended use and limits."""
+        return info
+
+    @app.post("/v1/predict", openapi_extra=_UPLOAD_BODY, responses=_ERRORS)
+    async def predict(
+        request: Request,
+        heatmap: Annotated[bool, Query(description="add a heat-map overlay PNG (base64) per image")] = False,
+    ) -> PredictResponse:
+        """Pneumonia probability, label and input warnings for each uploaded image.
+
+        When no file can be used the request fails with the first file's error; otherwise
+        unreadable files come back with ``error`` set.
+        """
+        outcomes = await service.predict(await read_uploads(request, max_upload_bytes), heatmap)
+        failed = [outcome for outcome in outcomes if outcome.prediction.error]
+        if len(failed) == len(outcomes):
+            raise HTTPException(failed[0].status, "; ".join(str(o.prediction.error) for o in failed))
+        return PredictResponse(model_id=model_id, results=[_result(o, model_id) for o in outcomes])
+
+    return app
+
+
+def _result(outcome: Outcome, model_id: str) -> ImageResult:
+    p = outcome.prediction
+    png = outcome.heatmap_png
+    return ImageResult(
+        name=p.path,
+        probability=p.probability,
+        label=p.label,
+        threshold=p.threshold,
+        model_id=model_id,
+        warnings=p.warnings,
+        error=p.error,
+        heatmap=None if png is None else base64.b64encode(png).decode("ascii"),
+        heatmap_note=outcome.heatmap_note,
+    )
+
+
+def _model_info(service: InferenceService, max_upload_bytes: int, max_pixels: int) -> ModelInfo:
+    meta = service.predictor.meta
+    upload_limits = UploadLimits(
+        max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, max_files=MAX_FILES, formats=FORMATS
+    )
+    return ModelInfo(
+        model_id=meta.model_id(),
+        name=meta.name,
+        architecture=meta.model.architecture,
+        architecture_options=meta.model.options,
+        engine=service.predictor.engine.name,
+        heatmaps=service.heatmaps,
+        class_names=meta.class_names,
+        preprocessing=meta.preprocess.model_dump(),
+        threshold=meta.threshold,
+        threshold_rule=meta.threshold_rule,
+        temperature=meta.temperature,
+        metrics=_finite(meta.metrics),
+        created=meta.created,
+        package_version=meta.package_version,
+        server_version=__version__,
+        intended_use=INTENDED_USE,
+        limits=list(LIMITS),
+        upload_limits=upload_limits,
+    )
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities (not valid JSON) replaced by ``None``, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value

@@ -1,0 +1,39 @@
+"""Every error answer is JSON ``{"detail": "one line"}`` with a fitting status, never a stack trace.
+
+400 bad request or unreadable image, 413 upload or image too large, 415 not an image (or not a
+multipart upload), 422 invalid parameters, 500 for anything unexpected (a generic message; the
+traceback goes to the server log only).
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+INTERNAL_ERROR = "internal server error; the details are in the server log"
+
+
+def image_error_status(message: str) -> int:
+    """HTTP status for an :class:`~pneumoscan.errors.ImageReadError` message of the decoding layer."""
+    if "pixel limit" in message or "too large to decode" in message:
+        return 413
+    if "not a readable image" in message:
+        return 415
+    return 400
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer validation errors and unexpected exceptions with a one-line JSON ``detail``."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', 'invalid')}"
+            for error in exc.errors()
+        ]
+        return JSONResponse({"detail": "; ".join(problems) or "invalid request"}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, _exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": INTERNAL_ERROR}, status_code=500)

@@ -1,0 +1,76 @@
+"""The JSON shapes of the API (they also document it at ``/docs``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class ImageResult(BaseModel):
+    """The answer for one uploaded image; ``error`` is set (and the scores are empty) if it was unusable."""
+
+    name: str = Field(description="the uploaded file's name")
+    probability: float | None = Field(description="calibrated probability of pneumonia, 0 to 1")
+    label: str | None = Field(description="class at the model's threshold")
+    threshold: float | None = Field(description="probability at or above which the label is PNEUMONIA")
+    model_id: str
+    warnings: list[str] = Field(description="reasons to doubt that the image is a usable chest X-ray")
+    error: str | None = Field(description="why the image could not be used")
+    heatmap: str | None = Field(
+        None, description="with heatmap=true: base64 PNG of the Grad-CAM heat map over the image"
+    )
+    heatmap_note: str | None = Field(None, description="why there is no heat map, when one was asked for")
+
+
+class PredictResponse(BaseModel):
+    """One result per uploaded file, in upload order."""
+
+    model_id: str
+    results: list[ImageResult]
+
+
+class UploadLimits(BaseModel):
+    """What this server accepts."""
+
+    max_upload_bytes: int
+    max_pixels: int
+    max_files: int
+    formats: list[str]
+
+
+class ModelInfo(BaseModel):
+    """The model card: what the model is, how it was measured, and what it must not be used for."""
+
+    model_id: str
+    name: str
+    architecture: str
+    architecture_options: dict[str, Any]
+    engine: str
+    heatmaps: bool = Field(description="whether heatmap=true can return heat maps (torch engine only)")
+    class_names: tuple[str, str]
+    preprocessing: dict[str, Any]
+    threshold: float
+    threshold_rule: str
+    temperature: float
+    metrics: dict[str, Any]
+    created: str
+    package_version: str = Field(description="pneumoscan version that saved the model")
+    server_version: str = Field(description="pneumoscan version serving it")
+    intended_use: str
+    limits: list[str]
+    upload_limits: UploadLimits
+
+
+class Health(BaseModel):
+    """Liveness: the server is up and has its model loaded."""
+
+    status: Literal["ok"] = "ok"
+    model_id: str
+    engine: str
+
+
+class ErrorDetail(BaseModel):
+    """Every error answer: one line that says what went wrong and what to do."""
+
+    detail: str

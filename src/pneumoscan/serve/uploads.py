@@ -1,0 +1,101 @@
+"""Reading image uploads safely: the size limit holds while the body streams in, and nothing touches disk.
+
+A request whose ``Content-Length`` is over the limit is refused before any of its body is read;
+a body without one (chunked) is counted as it arrives and refused as soon as it passes the limit.
+The multipart body is parsed by Starlette's parser with its spooling turned off, so uploads stay in
+memory (the size limit bounds them) and are never written to a temporary file.  Only
+:func:`save_upload`, used when the server runs with ``--save-uploads DIR``, writes them out.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from fastapi import HTTPException, Request
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
+
+from pneumoscan.atomic import atomic_write_bytes
+from pneumoscan.serve import MAX_FILES
+
+FIELD = "files"
+_MAX_NAME = 120
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file: the client's base name (for messages only) and its bytes."""
+
+    name: str
+    data: bytes
+
+
+class _InMemoryMultiPartParser(MultiPartParser):
+    spool_max_size = sys.maxsize  # never roll an upload over to a temporary file; the body is bounded
+
+
+async def read_uploads(request: Request, max_bytes: int) -> list[Upload]:
+    """The files of a ``multipart/form-data`` request's ``files`` field, in order.
+
+    Raises HTTPException: 415 for another content type, 413 for a body over ``max_bytes``,
+    400 for a malformed body and 422 when the field holds no file.
+    """
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        raise HTTPException(415, f"send the images as multipart/form-data in the field {FIELD!r}")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(max_bytes)
+    parser = _InMemoryMultiPartParser(
+        request.headers, _bounded(request.stream(), max_bytes), max_files=MAX_FILES, max_fields=MAX_FILES
+    )
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise HTTPException(400, f"cannot read the multipart upload: {exc.message}") from None
+    except ClientDisconnect:
+        raise HTTPException(400, "the client went away before the upload was complete") from None
+    try:
+        files = [item for item in form.getlist(FIELD) if isinstance(item, UploadFile)]
+        uploads = [Upload(_display_name(f.filename, i), await f.read()) for i, f in enumerate(files, 1)]
+    finally:
+        await form.close()
+    if not uploads:
+        raise HTTPException(422, f"no image: send one or more files in the multipart field {FIELD!r}")
+    return uploads
+
+
+def save_upload(directory: Path, upload: Upload) -> Path:
+    """Write a copy of ``upload`` into ``directory`` under a new, unique, file-system-safe name."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    safe = _UNSAFE.sub("_", upload.name).strip("._") or "upload"
+    target = directory / f"{stamp}-{uuid.uuid4().hex[:8]}-{safe}"
+    atomic_write_bytes(target, upload.data)
+    return target
+
+
+async def _bounded(chunks: AsyncIterator[bytes], max_bytes: int) -> AsyncGenerator[bytes, None]:
+    total = 0
+    async for chunk in chunks:
+        total += len(chunk)
+        if total > max_bytes:
+            raise _too_large(max_bytes)
+        yield chunk
+
+
+def _too_large(max_bytes: int) -> HTTPException:
+    return HTTPException(413, f"upload is over the {max_bytes / 2**20:g} MiB limit; send smaller files")
+
+
+def _display_name(filename: str | None, number: int) -> str:
+    """The client's file name without any folders or control characters, shortened; never empty."""
+    base = re.split(r"[\\/]", filename or "")[-1]
+    base = "".join(ch for ch in base if ch.isprintable()).strip()
+    return base[:_MAX_NAME] or f"upload-{number}"

@@ -1,0 +1,312 @@
+"""The web API: predictions, heat maps, the model card, limits, error answers and micro-batching."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import struct
+import tempfile
+import threading
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dicom_factory import write_dicom
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from pneumoscan.predict import Predictor
+from pneumoscan.serve import MAX_FILES
+from pneumoscan.serve.app import create_app
+from pneumoscan.serve.batching import MicroBatcher
+from pneumoscan.serve.model_card_text import INTENDED_USE
+from pneumoscan.synthetic import synthetic_film
+
+
+def film(pneumonia: bool = True, seed: int = 0) -> np.ndarray:
+    return synthetic_film(np.random.default_rng(seed), pneumonia, size=96)
+
+
+def encode(pixels: np.ndarray, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims ``width`` x ``height`` pixels: the shape of a decompression bomb."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_model: Path) -> Predictor:
+    return Predictor.load(trained_model)
+
+
+@pytest.fixture(scope="module")
+def client(predictor: Predictor) -> Iterator[TestClient]:
+    with TestClient(create_app(predictor)) as test_client:
+        yield test_client
+
+
+def post(client: TestClient, *files: tuple[str, bytes], heatmap: bool = False):
+    return client.post(
+        "/v1/predict",
+        params={"heatmap": "true"} if heatmap else None,
+        files=[("files", (name, data, "application/octet-stream")) for name, data in files],
+    )
+
+
+def test_health_and_model_card(client: TestClient, predictor: Predictor) -> None:
+    health = client.get("/health").json()
+    assert health == {"status": "ok", "model_id": predictor.meta.model_id(), "engine": "torch"}
+    model = client.get("/v1/model").json()
+    assert model["model_id"] == predictor.meta.model_id()
+    assert model["architecture"] == "pneumo-resnet"
+    assert model["threshold"] == pytest.approx(predictor.threshold)
+    assert model["threshold_rule"] and model["temperature"] > 0 and model["created"]
+    assert model["preprocessing"]["image_size"] == 64
+    assert "validation" in model["metrics"] and model["heatmaps"] is True
+    assert model["intended_use"] == INTENDED_USE and "not a medical device" in INTENDED_USE
+    assert any("pediatric" in text for text in model["limits"])
+    assert model["upload_limits"]["max_files"] >= 1
+
+
+def test_predicts_jpeg_png_and_dicom_in_one_request(
+    client: TestClient, predictor: Predictor, tmp_path: Path
+) -> None:
+    dicom = write_dicom(tmp_path / "film.dcm", film(seed=2)).read_bytes()
+    response = post(
+        client,
+        ("a.jpeg", encode(film(seed=0), "JPEG")),
+        ("b.png", encode(film(False, seed=1), "PNG")),
+        ("c.dcm", dicom),
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [r["name"] for r in body["results"]] == ["a.jpeg", "b.png", "c.dcm"]
+    for result in body["results"]:
+        assert 0.0 <= result["probability"] <= 1.0 and result["error"] is None
+        assert result["label"] == predictor.label_of(result["probability"])
+        assert result["threshold"] == pytest.approx(predictor.threshold)
+        assert result["model_id"] == body["model_id"] == predictor.meta.model_id()
+        assert result["warnings"] == [] and result["heatmap"] is None
+    expected = predictor.predict_files([tmp_path / "film.dcm"])[0].probability
+    assert body["results"][2]["probability"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_heatmap_is_a_decodable_png(client: TestClient) -> None:
+    response = post(client, ("film.png", encode(film(), "PNG")), heatmap=True)
+    assert response.status_code == 200, response.text
+    result = response.json()["results"][0]
+    overlay = Image.open(io.BytesIO(base64.b64decode(result["heatmap"])))
+    assert overlay.format == "PNG" and overlay.mode == "RGB" and overlay.size == (96, 96)
+    assert 0.0 <= result["probability"] <= 1.0 and result["heatmap_note"] is None
+
+
+def test_sanity_warnings_are_returned(client: TestClient) -> None:
+    colour = np.zeros((96, 96, 3), np.uint8)
+    colour[..., 0] = 255
+    result = post(client, ("red.png", encode(colour, "PNG"))).json()["results"][0]
+    assert any("colour" in warning for warning in result["warnings"])
+
+
+def test_without_torch_engine_heatmap_is_null_with_a_note(predictor: Predictor) -> None:
+    class OnnxLike:
+        name = "onnx"
+        meta = predictor.meta
+        logits = staticmethod(predictor.engine.logits)
+
+    with TestClient(create_app(Predictor(OnnxLike()))) as client:
+        assert client.get("/v1/model").json()["heatmaps"] is False
+        response = post(client, ("film.png", encode(film(), "PNG")), heatmap=True)
+    result = response.json()["results"][0]
+    assert response.status_code == 200 and result["probability"] is not None
+    assert result["heatmap"] is None and "torch engine" in result["heatmap_note"]
+
+
+def test_one_unreadable_file_among_good_ones_is_reported_per_file(client: TestClient) -> None:
+    response = post(client, ("good.png", encode(film(), "PNG")), ("notes.jpeg", b"just some text\n"))
+    assert response.status_code == 200
+    good, bad = response.json()["results"]
+    assert good["error"] is None and bad["probability"] is None
+    assert "notes.jpeg" in bad["error"] and "not a readable image" in bad["error"]
+
+
+def test_text_named_jpeg_is_415(client: TestClient) -> None:
+    response = post(client, ("photo.jpeg", b"hello, this is not a picture"))
+    assert response.status_code == 415
+    assert "photo.jpeg" in response.json()["detail"] and "not a readable image" in response.json()["detail"]
+
+
+def test_decompression_bomb_is_refused(client: TestClient) -> None:
+    response = post(client, ("bomb.png", png_header_only(100_000, 100_000)))
+    assert response.status_code == 413
+    assert "too large" in response.json()["detail"]
+
+
+def test_too_many_pixels_is_413(predictor: Predictor) -> None:
+    with TestClient(create_app(predictor, max_pixels=5000)) as client:
+        response = post(client, ("big.png", encode(film(), "PNG")))
+    assert response.status_code == 413
+    assert "96x96 pixels, above the 5000-pixel limit" in response.json()["detail"]
+
+
+def test_oversize_upload_is_413(predictor: Predictor) -> None:
+    with TestClient(create_app(predictor, max_upload_bytes=4096)) as client:
+        response = post(client, ("noise.png", encode(film(), "BMP")))
+        assert response.status_code == 413 and "limit" in response.json()["detail"]
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted while it streams in
+            yield b"--b\r\nContent-Disposition: form-data; name=files; filename=x.png\r\n\r\n"
+            yield from (b"\0" * 1024 for _ in range(8))
+
+        response = client.post(
+            "/v1/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"}
+        )
+        assert response.status_code == 413 and "limit" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "words"),
+    [
+        ({"json": {"files": []}}, 415, "multipart/form-data"),
+        ({"data": {"other": "x"}, "files": {"other_file": ("a.png", b"x")}}, 422, "no image"),
+        ({"params": {"heatmap": "maybe"}, "files": {"files": ("a.png", b"x")}}, 422, "heatmap"),
+        ({"content": b"--b\r\n", "headers": {"content-type": "multipart/form-data"}}, 400, "boundary"),
+        ({"files": [("files", (f"{i}.png", b"x")) for i in range(MAX_FILES + 1)]}, 400, "Too many files"),
+    ],
+)
+def test_bad_requests_get_one_line_json(client: TestClient, kwargs: dict, status: int, words: str) -> None:
+    response = client.post("/v1/predict", **kwargs)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and words in detail
+
+
+def test_unexpected_error_is_a_generic_500(predictor: Predictor) -> None:
+    class Broken:
+        name = "torch"
+        meta = predictor.meta
+
+        def logits(self, batch: np.ndarray) -> np.ndarray:
+            raise RuntimeError("secret internals")
+
+    app = create_app(Predictor(Broken()))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = post(client, ("film.png", encode(film(), "PNG")))
+    assert response.status_code == 500
+    assert response.json() == {"detail": "internal server error; the details are in the server log"}
+    assert "secret" not in response.text and "Traceback" not in response.text
+
+
+def test_uploads_are_never_written_to_disk_by_default(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))  # where a named temporary file would go
+    rolled: list[object] = []  # an anonymous (O_TMPFILE) file would not show in a folder listing
+    rollover = tempfile.SpooledTemporaryFile.rollover
+    monkeypatch.setattr(
+        tempfile.SpooledTemporaryFile, "rollover", lambda spooled: (rolled.append(spooled), rollover(spooled))
+    )
+    noise = np.random.default_rng(0).integers(0, 256, (1200, 1200), dtype=np.uint8)
+    big = encode(noise, "PNG")
+    assert len(big) > 1024 * 1024  # above Starlette's usual in-memory spool size
+    response = post(client, ("noise.png", big))
+    assert response.status_code == 200, response.text
+    assert list(spool.iterdir()) == [] and rolled == []
+
+
+def test_save_uploads_keeps_a_copy_under_a_safe_name(predictor: Predictor, tmp_path: Path) -> None:
+    data = encode(film(), "PNG")
+    with TestClient(create_app(predictor, save_uploads_dir=tmp_path / "kept")) as client:
+        response = post(client, ("../../etc/evil name.png", data))
+    assert response.json()["results"][0]["name"] == "evil name.png"
+    (saved,) = (tmp_path / "kept").iterdir()
+    assert saved.read_bytes() == data and saved.name.endswith("-evil_name.png")
+
+
+def test_page_is_self_contained(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    texts = [page.text] + [client.get(f"/static/{name}").text for name in ("app.js", "style.css")]
+    for text in texts:
+        assert "http://" not in text and "https://" not in text and "//" + "cdn" not in text
+    assert 'type="file"' in page.text and "/v1/predict" in texts[1]
+
+
+def test_openapi_documents_the_upload(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    body = schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert "files" in body["schema"]["properties"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_unknown_path_is_json_404(client: TestClient) -> None:
+    response = client.get("/nope")
+    assert response.status_code == 404 and response.json() == {"detail": "Not Found"}
+
+
+def test_micro_batcher_merges_concurrent_calls_and_keeps_them_apart() -> None:
+    sizes: list[int] = []
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        sizes.append(len(batch))
+        return batch.sum(axis=1)
+
+    async def main() -> list[np.ndarray]:
+        batcher = MicroBatcher(run, max_batch=8)
+        try:
+            calls = [batcher(np.full((1 + i % 2, 3), i, float)) for i in range(6)]
+            return list(await asyncio.gather(*calls))
+        finally:
+            batcher.close()
+
+    results = asyncio.run(main())
+    for i, values in enumerate(results):
+        np.testing.assert_array_equal(values, np.full(1 + i % 2, 3.0 * i))
+    assert sum(sizes) == 9 and max(sizes) > 2 and all(size <= 8 for size in sizes)
+
+
+def test_micro_batcher_passes_errors_to_every_caller_of_the_batch() -> None:
+    def run(batch: np.ndarray) -> np.ndarray:
+        raise ValueError("engine failed")
+
+    async def main() -> list[object]:
+        batcher = MicroBatcher(run)
+        try:
+            calls = [batcher(np.zeros((1, 2))) for _ in range(3)]
+            return list(await asyncio.gather(*calls, return_exceptions=True))
+        finally:
+            batcher.close()
+
+    assert all(isinstance(result, ValueError) for result in asyncio.run(main()))
+
+
+def test_micro_batcher_runs_one_batch_per_worker_at_once() -> None:
+    both_running = threading.Barrier(2, timeout=10)  # passes only if two engine calls overlap
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        both_running.wait()
+        return batch[:, 0]
+
+    async def main() -> list[np.ndarray]:
+        batcher = MicroBatcher(run, workers=2)
+        try:
+            return list(await asyncio.gather(batcher(np.ones((1, 1))), batcher(np.zeros((1, 1)))))
+        finally:
+            batcher.close()
+
+    assert [float(values[0]) for values in asyncio.run(main())] == [1.0, 0.0]
