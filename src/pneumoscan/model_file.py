@@ -90,15 +90,20 @@ def _open(path: str | os.PathLike[str], load_tensors: bool) -> tuple[ModelMeta, 
         raise ModelFileError(
             f"{path}: a safetensors file without pneumoscan metadata; not a pneumoscan model"
         )
+    return parse_meta(raw, str(path)), tensors
+
+
+def parse_meta(raw: str, source: str, hint: str = "") -> ModelMeta:
+    """Validate the JSON metadata of a model file (``hint`` is appended to error messages)."""
+    suffix = f"; {hint}" if hint else ""
     try:
         fields = json.loads(raw)
         if fields.get("format") != FORMAT or fields.get("format_version", 0) > FORMAT_VERSION:
             raise ModelFileError(
-                f"{path}: model format {fields.get('format')!r} v{fields.get('format_version')} is not "
+                f"{source}: model format {fields.get('format')!r} v{fields.get('format_version')} is not "
                 f"supported by this pneumoscan (reads {FORMAT} v{FORMAT_VERSION}); upgrade pneumoscan"
             )
-        meta = ModelMeta.model_validate(fields)
-    except (ValueError, ValidationError) as exc:
+        return ModelMeta.model_validate(fields)
+    except (ValueError, ValidationError, AttributeError) as exc:
         reason = str(exc).splitlines()[0]
-        raise ModelFileError(f"{path}: damaged pneumoscan metadata ({reason})") from None
-    return meta, tensors
+        raise ModelFileError(f"{source}: damaged pneumoscan metadata ({reason}){suffix}") from None

@@ -16,10 +16,9 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
 from pneumoscan.errors import ModelFileError, PneumoscanError
-from pneumoscan.model_file import FORMAT, FORMAT_VERSION, ModelMeta
+from pneumoscan.model_file import ModelMeta, parse_meta
 
 INPUT = "image"
 OUTPUT = "logit"
@@ -67,17 +66,7 @@ def _read_meta(session: Any, path: Path) -> ModelMeta:
     raw = session.get_modelmeta().custom_metadata_map.get(META_KEY)
     if raw is None:
         raise ModelFileError(f"{path}: an ONNX file without pneumoscan metadata; {EXPORT_HINT}")
-    try:
-        meta = ModelMeta.model_validate_json(raw)
-    except ValidationError as exc:
-        reason = str(exc).splitlines()[0]
-        raise ModelFileError(f"{path}: damaged pneumoscan metadata ({reason}); {EXPORT_HINT}") from None
-    if meta.format != FORMAT or meta.format_version > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path}: model format {meta.format!r} v{meta.format_version} is not supported by this "
-            f"pneumoscan (reads {FORMAT} v{FORMAT_VERSION}); upgrade pneumoscan"
-        )
-    return meta
+    return parse_meta(raw, str(path), EXPORT_HINT)
 
 
 def _check_graph(session: Any, meta: ModelMeta, path: Path) -> None:
