@@ -207,6 +207,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from pneumoscan.explain import explain_files
 
         results = explain_files(predictor, paths, args.explain)
+        written = sum(1 for r in results if r.heatmap_path)
+        print(f"heat maps: {written} PNG files in {args.explain}", file=sys.stderr)
     else:
         results = predictor.predict_files(paths)
     _print_predictions([r.as_dict() for r in results], args)
@@ -246,10 +248,17 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from pneumoscan.model_file import read_meta
-    from pneumoscan.predict import bundled_model_path
+    from pneumoscan.predict import load_engine
 
-    meta = read_meta(args.model or bundled_model_path())
+    model = args.model
+    engine = "onnx" if model and model.lower().endswith(".onnx") else "torch"
+    if engine == "torch":
+        from pneumoscan.model_file import read_meta
+        from pneumoscan.predict import bundled_model_path
+
+        meta = read_meta(model or bundled_model_path())
+    else:
+        meta = load_engine(model, "onnx").meta
     print(meta.model_dump_json(indent=2))
     return 0
 

@@ -26,6 +26,7 @@ from pneumoscan.serve.batching import MicroBatcher
 from pneumoscan.serve.errors import image_error_status
 from pneumoscan.serve.uploads import Upload, save_upload
 
+WEB_OVERLAY_SIDE = 512  # px: enough for the page, and a quarter of the full overlay's encoding time
 NO_HEATMAP_ENGINE = "heat maps need the torch engine; this server runs the {engine} engine"
 
 
@@ -90,4 +91,4 @@ class InferenceService:
         from pneumoscan.explain import explain_image, overlay_png
 
         explanation = explain_image(self.predictor, self._decode(upload), upload.name)
-        return Outcome(explanation.prediction, heatmap_png=overlay_png(explanation))
+        return Outcome(explanation.prediction, heatmap_png=overlay_png(explanation, WEB_OVERLAY_SIDE))
