@@ -130,10 +130,12 @@ class Predictor:
         self, names: Sequence[str], prepared: Sequence[np.ndarray], warnings: Sequence[list[str]]
     ) -> list[Prediction]:
         probs = self.probabilities(np.stack(prepared)) if prepared else np.zeros(0)
-        return [
-            Prediction(name, float(p), self.label_of(float(p)), self.threshold, warn)
-            for name, p, warn in zip(names, probs, warnings, strict=True)
-        ]
+        return [self.result(name, p, warn) for name, p, warn in zip(names, probs, warnings, strict=True)]
+
+    def result(self, name: str, probability: float, warnings: list[str]) -> Prediction:
+        """The :class:`Prediction` for a computed probability (label and threshold from the model)."""
+        probability = float(probability)
+        return Prediction(name, probability, self.label_of(probability), self.threshold, warnings)
 
     def predict_files(
         self, paths: Iterable[str | os.PathLike[str]], batch_size: int = 64

@@ -72,9 +72,7 @@ class InferenceService:
         except ImageReadError as exc:
             return Outcome(Prediction(upload.name, error=str(exc)), status=image_error_status(str(exc)))
         probability = float((await self._batcher(prepared[None]))[0])
-        prediction = Prediction(
-            upload.name, probability, self.predictor.label_of(probability), self.predictor.threshold, warnings
-        )
+        prediction = self.predictor.result(upload.name, probability, warnings)
         note = NO_HEATMAP_ENGINE.format(engine=self.predictor.engine.name) if heatmap else None
         return Outcome(prediction, heatmap_note=note)
 
