@@ -100,7 +100,9 @@ def _read_index(store: Path, cfg: PreprocessConfig) -> dict:
     except (OSError, ValueError):
         return {}
     same = index.get("version") == _VERSION and index.get("image_size") == cfg.image_size
-    return index if same and index.get("crop_fraction") == cfg.crop_fraction else {}
+    same = same and index.get("crop_fraction") == cfg.crop_fraction
+    # an index whose pixel file is gone would keep its entries without their images: start afresh
+    return index if same and (store / str(index.get("pixels", "-"))).is_file() else {}
 
 
 def _rebuild(
