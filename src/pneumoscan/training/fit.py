@@ -2,13 +2,16 @@
 
 RUN_DIR holds ``config.json`` (written first, so ``--resume`` can continue), ``checkpoints/``
 (``last.ckpt`` every epoch, ``best.ckpt`` by validation loss), ``logs/metrics.csv`` (Lightning's
-log), ``history.csv`` (one row per epoch), ``summary.json``, plots and the final ``model.safetensors``.
+log; the parts logged before each ``--resume`` are kept as ``logs/metrics-partNN.csv``),
+``history.csv`` (one row per epoch of all parts), ``summary.json``, plots and the final
+``model.safetensors``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,8 @@ from lightning.pytorch.callbacks import (
     TQDMProgressBar,
 )
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
+from torch import nn
 
 from pneumoscan.atomic import atomic_write_text
 from pneumoscan.config import Config
@@ -65,6 +70,7 @@ def train(
 ) -> TrainResult:
     """Train on ``data_dir`` into ``out_dir``; with ``resume`` continue from ``out_dir``'s last checkpoint."""
     run_dir = Path(out_dir)
+    initial = None if init_from is None or resume else _initial_network(init_from, config or Config())
     config = _prepare_run_dir(run_dir, config, resume)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     data = XrayDataModule(data_dir, config, progress)
@@ -72,8 +78,10 @@ def train(
     n_normal, n_pneumonia = data.class_counts()
     pos_weight = n_normal / n_pneumonia if config.train.class_weighted_loss else None
     module = XrayClassifier(config.model_dump(), pos_weight)
-    if init_from is not None and not resume:
-        _init_weights(module, init_from, config)
+    if initial is not None:
+        module.net.load_state_dict(initial.state_dict())
+    if resume:
+        _keep_metrics_log(run_dir)
     trainer = L.Trainer(
         max_epochs=config.train.max_epochs,
         max_steps=config.train.max_steps,
@@ -91,7 +99,7 @@ def train(
     )
     last = run_dir / "checkpoints" / "last.ckpt"
     started = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume and last.exists() else None)
+    _fit(trainer, module, data, str(last) if resume and last.exists() else None)
     seconds = time.perf_counter() - started
     agreement = _weight_agreement(module, trainer)
     if not trainer.is_global_zero:
@@ -105,6 +113,7 @@ def train(
         "train_images": len(data.dataset("train")),
         "val_images": len(data.dataset("val")),
         "skipped_files": data.skipped,
+        "world_size": trainer.world_size,
         **({"ddp_max_weight_difference": agreement} if agreement is not None else {}),
     }
     model_path = _finish(run_dir, module, data, config, metrics)
@@ -135,10 +144,11 @@ def _devices(devices: str) -> int | str:
 
 
 def _callbacks(run_dir: Path, config: Config, progress: bool) -> list[Callback]:
+    checkpoints = run_dir / "checkpoints"
     callbacks: list[Callback] = [
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss", save_last=True, save_top_k=1
-        ),
+        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_loss", save_top_k=1),
+        # not ``save_last=True``: Lightning then updates last.ckpt only in epochs that improve val_loss
+        ModelCheckpoint(dirpath=checkpoints, filename="last", enable_version_counter=False),
         LearningRateMonitor(logging_interval="epoch"),
     ]
     if config.train.early_stopping_patience:
@@ -150,14 +160,42 @@ def _callbacks(run_dir: Path, config: Config, progress: bool) -> list[Callback]:
     return callbacks
 
 
-def _init_weights(module: XrayClassifier, init_from: str | Path, config: Config) -> None:
+def _initial_network(init_from: str | Path, config: Config) -> nn.Module:
+    """The network of the model file to fine-tune, checked against ``config`` before any data is decoded."""
     meta, net = load_network(init_from)
     if meta.model != config.model or meta.preprocess != config.preprocess:
         raise PneumoscanError(
             f"{init_from}: was trained as {meta.model.architecture} on {meta.preprocess.image_size}px input; "
             "fine-tune with the same architecture and preprocessing (e.g. --recipe or --config of that model)"
         )
-    module.net.load_state_dict(net.state_dict())
+    return net
+
+
+@rank_zero_only
+def _keep_metrics_log(run_dir: Path) -> None:
+    """Lightning's CSVLogger deletes an existing ``metrics.csv``; keep the epochs logged before a resume."""
+    log = run_dir / "logs" / "metrics.csv"
+    if log.exists():
+        parts = len(list(log.parent.glob("metrics-part*.csv")))
+        log.rename(log.with_name(f"metrics-part{parts + 1:02d}.csv"))
+
+
+def _fit(trainer: L.Trainer, module: XrayClassifier, data: XrayDataModule, ckpt_path: str | None) -> None:
+    """``trainer.fit`` with Ctrl+C surfacing as KeyboardInterrupt.
+
+    Lightning turns KeyboardInterrupt into ``sys.exit(1)`` and ignores SIGINT from then on, which
+    would skip the CLI's "resume with --resume" message and leave Ctrl+C dead in a notebook.
+    """
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        raise KeyboardInterrupt from None
+    finally:
+        if sigint is not None and signal.getsignal(signal.SIGINT) is not sigint:
+            signal.signal(signal.SIGINT, sigint)
 
 
 def _restore_best(module: XrayClassifier, trainer: L.Trainer) -> None:
@@ -179,11 +217,16 @@ def _weight_agreement(module: XrayClassifier, trainer: L.Trainer) -> float | Non
 
 
 def _history(run_dir: Path) -> pd.DataFrame:
-    path = run_dir / "logs" / "metrics.csv"
-    if not path.exists():
+    logs = run_dir / "logs"
+    parts = [
+        pd.read_csv(p) for p in [*sorted(logs.glob("metrics-part*.csv")), logs / "metrics.csv"] if p.exists()
+    ]
+    if not parts:
         return pd.DataFrame()
-    raw = pd.read_csv(path)
-    history = raw.groupby("epoch").first().reset_index() if "epoch" in raw else raw
+    history = pd.concat(parts, ignore_index=True)
+    if "epoch" in history:  # the learning rate is logged at the start of an epoch, before its epoch number
+        history["epoch"] = history["epoch"].bfill()
+        history = history.groupby("epoch").first().reset_index().astype({"epoch": int})
     history.to_csv(run_dir / "history.csv", index=False)
     return history
 
