@@ -1,0 +1,384 @@
+"""End to end through the CLI and the Python API: inspect, train, evaluate, predict, and bad inputs."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import tiny_config
+from PIL import Image
+from safetensors.numpy import save_file
+
+from pneumoscan import Predictor, evaluate
+from pneumoscan.cli import main
+from pneumoscan.config import Config
+from pneumoscan.data.manifest import CLASS_NAMES
+from pneumoscan.model_file import read_meta, read_model, save_model
+from pneumoscan.synthetic import make_synthetic_dataset, synthetic_film
+
+
+def run_cli(args: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr of ``pneumoscan ARGS`` (file-descriptor level, so nothing escapes)."""
+    code = main(args)
+    out, err = capfd.readouterr()
+    assert "Traceback" not in err and "Traceback" not in out
+    return code, out, err
+
+
+def assert_one_error_line(err: str, *names: str) -> None:
+    """stderr is one ``pneumoscan: error:`` line that names every one of ``names``."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("pneumoscan: error: "), err
+    for name in names:
+        assert name in lines[0], (name, err)
+
+
+def alignment_mismatches(predictions: pd.DataFrame, predictor: Predictor, tol: float = 1e-5) -> list[str]:
+    """Rows of an evaluation table whose probability is not that of predicting the file on its own,
+    or whose label is not the class folder the file lies in."""
+    problems = []
+    alone = {p.path: p.probability for p in predictor.predict_files(list(predictions["path"]), batch_size=1)}
+    for row in predictions.itertuples():
+        probability = alone[row.path]
+        if probability is None or abs(probability - row.probability) > tol:
+            problems.append(f"{row.path}: probability {row.probability} in the table, {probability} alone")
+        folder = Path(row.path).parent.name.upper()
+        if CLASS_NAMES[int(row.label)] != folder:
+            problems.append(f"{row.path}: label {row.label} but the file is in {folder}/")
+    return problems
+
+
+# --- inspect ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def messy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small Kaggle-layout set with extra PNEUMONIA films, a corrupt file and a train/test duplicate."""
+    root = make_synthetic_dataset(tmp_path_factory.mktemp("messy"), {"train": 8, "test": 4}, size=48)
+    rng = np.random.default_rng(5)
+    for i in range(4):
+        film = synthetic_film(rng, pneumonia=True, size=48)
+        Image.fromarray(film).save(root / "train" / "PNEUMONIA" / f"person900_virus_{i}.jpeg")
+    (root / "train" / "NORMAL" / "IM-0999-0001.jpeg").write_bytes(b"\xff\xd8\xff garbage, not a JPEG")
+    leaked = sorted((root / "train" / "NORMAL").glob("IM-*.jpeg"))[0]
+    shutil.copy(leaked, root / "test" / "NORMAL" / "IM-0998-0001.jpeg")
+    return root
+
+
+def test_inspect_cli(messy_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    manifest_csv = tmp_path / "manifest.csv"
+    code, out, err = run_cli(
+        [
+            "inspect",
+            str(messy_data),
+            "--quiet",
+            "--manifest",
+            str(manifest_csv),
+            "--plots",
+            str(tmp_path / "plots"),
+        ],
+        capfd,
+    )
+    assert code == 0, err
+    manifest = pd.read_csv(manifest_csv)
+    assert len(manifest) == 8 + 12 + 1 + 5 + 4  # train NORMAL (+ corrupt), train PNEUMONIA, test
+    assert set(manifest["split"]) == {"train", "val", "test"}  # val cut from train (no val/ folder)
+    counts = manifest.groupby("class_name").size()
+    assert f"class imbalance: {counts['PNEUMONIA'] / counts['NORMAL']:.2f} PNEUMONIA per NORMAL" in out
+    assert "unreadable files: 1" in out and "IM-0999-0001.jpeg" in out
+    assert "identical images in two splits: 1" in out
+    assert "test:" in out and "IM-0998-0001.jpeg" in out
+    assert "patients:" in out and "in more than one split: 0" in out
+    table = out.split("\n\n")[0]
+    assert "pneumonia %" in table and "test" in table and "val" in table
+    assert (tmp_path / "plots" / "class_distribution.png").stat().st_size > 0
+    assert (tmp_path / "plots" / "samples.png").stat().st_size > 0
+
+
+# --- train, evaluate, predict ------------------------------------------------------------------------
+
+
+CLI_OVERRIDES = ["train.max_epochs=4", "train.batch_size=8", "augment.enabled=false"]
+NARROW = 'model.options={"widths": [16, 32, 64]}'
+
+
+@pytest.fixture(scope="module")
+def cli_run(synthetic_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Config]:
+    """A run trained through ``pneumoscan train`` (narrow network, 4 epochs) and the config it should have."""
+    base = tmp_path_factory.mktemp("cli-run")
+    config_file = base / "tiny.json"
+    config_file.write_text(tiny_config().to_json())
+    run_dir = base / "run"
+    args = ["train", "--data", str(synthetic_data / "train"), "--out", str(run_dir), "--config"]
+    args += [
+        str(config_file),
+        "--epochs",
+        "4",
+        "--batch-size",
+        "8",
+        "--no-augment",
+        "--set",
+        NARROW,
+        "--quiet",
+    ]
+    assert main(args) == 0
+    return run_dir, tiny_config().with_overrides([*CLI_OVERRIDES, NARROW])
+
+
+@pytest.fixture(scope="module")
+def model(cli_run: tuple[Path, Config]) -> Path:
+    """The model file of :func:`cli_run`."""
+    return cli_run[0] / "model.safetensors"
+
+
+def test_cli_train_writes_a_complete_run_dir(cli_run: tuple[Path, Config]) -> None:
+    run_dir, expected = cli_run
+    assert Config.load(run_dir / "config.json") == expected
+    meta, tensors = read_model(run_dir / "model.safetensors")
+    assert meta.config == expected and meta.model.options == {"widths": [16, 32, 64]}
+    assert tensors["stem.0.0.weight"].shape[0] == 16
+    assert 0 < meta.threshold < 1 and meta.temperature > 0
+    history = pd.read_csv(run_dir / "history.csv")
+    assert history["epoch"].tolist() == [0, 1, 2, 3]
+    assert history[["train_loss", "val_loss", "val_auc", "lr-AdamW"]].notna().all().all()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (
+        summary["epochs"] == 4
+        and summary["world_size"] == 1
+        and summary["train_images"] + summary["val_images"] == 160
+    )
+    assert summary["validation"]["images"] == summary["val_images"]
+    for name in ("learning_curves.png", "class_distribution.png", "samples.png"):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_api_evaluation_is_good_and_aligned(model: Path, synthetic_data: Path, tmp_path: Path) -> None:
+    predictor = Predictor.load(model)
+    result = evaluate(predictor, synthetic_data, "test", progress=False)
+    table = result.predictions
+
+    assert len(table) == 40 and result.skipped == {}
+    assert sorted(table["path"]) == sorted(str(p) for p in (synthetic_data / "test").rglob("*.jpeg"))
+    assert result.metrics["accuracy"] > 0.8
+    assert result.metrics["roc_auc"] > 0.9
+    assert result.metrics["accuracy"] == pytest.approx((table["predicted"] == table["label"]).mean())
+    assert alignment_mismatches(table, predictor) == []
+
+    written = result.write(tmp_path / "eval")
+    assert {p.name for p in written} >= {
+        "metrics.json",
+        "predictions.csv",
+        "confusion_matrix.png",
+        "roc_curve.png",
+    }
+    saved = pd.read_csv(tmp_path / "eval" / "predictions.csv")
+    assert alignment_mismatches(saved, predictor) == []
+
+
+def test_alignment_check_catches_shuffled_probabilities_and_labels(model: Path, synthetic_data: Path) -> None:
+    predictor = Predictor.load(model)
+    table = evaluate(predictor, synthetic_data, "test", progress=False).predictions
+    shuffled = table.assign(probability=table["probability"].to_numpy()[::-1])
+    assert len(alignment_mismatches(shuffled, predictor)) >= len(table) // 2
+    swapped = table.assign(label=1 - table["label"])
+    assert len(alignment_mismatches(swapped, predictor)) == len(table)
+    one_off = table.copy()
+    one_off.loc[3, "probability"] += 1e-3
+    problems = alignment_mismatches(one_off, predictor)
+    assert len(problems) == 1 and problems[0].startswith(f"{table.loc[3, 'path']}: probability")
+
+
+def test_cli_evaluate_matches_the_api(
+    model: Path, synthetic_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "eval"
+    code, out, err = run_cli(
+        ["evaluate", str(model), str(synthetic_data), "--out", str(out_dir), "--quiet"], capfd
+    )
+    assert code == 0, err
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    api = evaluate(Predictor.load(model), synthetic_data, "test", progress=False).metrics
+    assert metrics["accuracy"] == pytest.approx(api["accuracy"]) and metrics["roc_auc"] == pytest.approx(
+        api["roc_auc"]
+    )
+    assert metrics["split"] == "test" and metrics["images"] == 40
+    assert f"accuracy {api['accuracy']:.4f}" in out and "confusion matrix" in out
+    assert alignment_mismatches(pd.read_csv(out_dir / "predictions.csv"), Predictor.load(model)) == []
+
+
+def test_cli_predict_outputs(
+    model: Path, synthetic_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    files = sorted(str(p) for p in (synthetic_data / "test").rglob("*.jpeg"))[::9]
+    expected = {p.path: p for p in Predictor.load(model).predict_files(files)}
+
+    code, out, err = run_cli(["predict", str(model), *files], capfd)
+    assert code == 0 and err == ""
+    lines = out.strip().splitlines()
+    assert len(lines) == len(files)
+    for line, path in zip(lines, files, strict=True):
+        probability, label, shown = line.split(maxsplit=2)
+        assert shown == path
+        assert float(probability) == pytest.approx(expected[path].probability, abs=1e-4)
+        assert label == expected[path].label
+
+    code, out, _ = run_cli(["predict", "--model", str(model), "--json", *files], capfd)
+    rows = [json.loads(line) for line in out.strip().splitlines()]
+    assert code == 0 and [r["path"] for r in rows] == files
+    assert [r["probability"] for r in rows] == pytest.approx(
+        [expected[f].probability for f in files], abs=1e-6
+    )
+
+    csv_path = tmp_path / "out.csv"
+    code, out, _ = run_cli(["predict", str(model), *files, "--csv", str(csv_path)], capfd)
+    table = pd.read_csv(csv_path)
+    assert code == 0 and f"wrote {len(files)} rows" in out
+    assert table["path"].tolist() == files and table["label"].tolist() == [expected[f].label for f in files]
+
+    code, out, _ = run_cli(["predict", str(model), str(synthetic_data / "test"), "--csv", "-"], capfd)
+    from_folder = pd.read_csv(io.StringIO(out))
+    assert code == 0 and len(from_folder) == 40
+    assert set(from_folder["label"]) == set(CLASS_NAMES)
+
+
+# --- bad inputs ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bad_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("bad-images")
+    corrupt = folder / "corrupt.jpeg"
+    corrupt.write_bytes(np.random.default_rng(1).integers(0, 256, 2000, dtype=np.uint8).tobytes())
+    truncated = folder / "truncated.jpeg"
+    Image.fromarray(synthetic_film(np.random.default_rng(2), True, 96)).save(truncated, quality=95)
+    truncated.write_bytes(truncated.read_bytes()[:400])
+    text = folder / "notes.png"
+    text.write_text("patient notes, not an image\n")
+    return {"corrupt": corrupt, "truncated": truncated, "text": text, "missing": folder / "missing.jpeg"}
+
+
+def test_predict_skips_bad_images_among_good_ones(
+    model: Path, synthetic_data: Path, bad_images: dict[str, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    good = sorted(str(p) for p in (synthetic_data / "test" / "NORMAL").glob("*.jpeg"))[:2]
+    bad = [str(p) for p in bad_images.values()]
+    code, out, err = run_cli(["predict", str(model), good[0], *bad, good[1]], capfd)
+
+    assert code == 0
+    assert [line.split()[-1] for line in out.strip().splitlines()] == good
+    lines = err.strip().splitlines()
+    for path in bad:
+        naming = [line for line in lines if path in line]
+        assert len(naming) == 1 and naming[0].startswith("pneumoscan: skipped "), (path, err)
+    assert lines[-1] == f"pneumoscan: {len(bad)} of {len(bad) + 2} files skipped"
+    assert len(lines) == len(bad) + 1
+    assert not any(path in err for path in good)
+
+
+def test_predict_with_only_bad_images_fails(
+    model: Path, bad_images: dict[str, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(["predict", str(model), str(bad_images["corrupt"])], capfd)
+    assert code == 2 and out.strip() == ""
+    assert str(bad_images["corrupt"]) in err.splitlines()[0]
+
+
+@pytest.fixture(scope="module")
+def bad_models(tmp_path_factory: pytest.TempPathFactory, model: Path) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("bad-models")
+    random_bytes = folder / "random.safetensors"
+    random_bytes.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    text = folder / "text.safetensors"
+    text.write_text("this is a text file\n")
+    plain = folder / "plain.safetensors"
+    save_file({"weight": np.zeros((2, 2), np.float32)}, str(plain), metadata={"format": "pt"})
+    meta, tensors = read_model(model)
+    misfit = folder / "misfit.safetensors"
+    save_model(misfit, {**tensors, "stem.0.0.weight": np.zeros((3, 1, 3, 3), np.float32)}, meta)
+    truncated = folder / "truncated.safetensors"
+    truncated.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    return {
+        "random bytes": random_bytes,
+        "text": text,
+        "no pneumoscan metadata": plain,
+        "wrong weights": misfit,
+        "truncated": truncated,
+        "missing": folder / "missing.safetensors",
+        "folder": folder,
+    }
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["random bytes", "text", "no pneumoscan metadata", "wrong weights", "truncated", "missing", "folder"],
+)
+def test_wrong_model_file_is_one_line_exit_2(
+    kind: str,
+    bad_models: dict[str, Path],
+    synthetic_data: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    model = str(bad_models[kind])
+    image = str(next((synthetic_data / "test" / "NORMAL").glob("*.jpeg")))
+    commands = [["predict", "--model", model, image], ["evaluate", model, str(synthetic_data), "--quiet"]]
+    if kind != "wrong weights":  # info reads the metadata only
+        commands.append(["info", model])
+    for args in commands:
+        code, out, err = run_cli(args, capfd)
+        assert code == 2, (args, err)
+        assert_one_error_line(err, model)
+        assert out == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--recipe", "nope"], "unknown recipe 'nope'"),
+        (["--set", "train.lr=-1"], "train.lr"),
+        (["--set", "nonsense"], "nonsense"),
+        (["--set", "nosuch.field=1"], "nosuch"),
+        (["--set", "train.nosuch=1"], "train.nosuch"),
+        (["--set", "preprocess.channels=2"], "preprocess.channels"),
+        (["--config", "/no/such/config.json"], "/no/such/config.json"),
+        (["--recipe", "seed", "--config", "/no/such/config.json"], "not both"),
+    ],
+)
+def test_bad_train_settings_are_one_line_exit_2(
+    args: list[str], needle: str, synthetic_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(["train", "--data", str(synthetic_data), "--out", str(run_dir), *args], capfd)
+    assert code == 2
+    assert_one_error_line(err, needle)
+    assert not run_dir.exists()
+
+
+def test_bad_data_folders_are_one_line_exit_2(
+    model: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    missing = str(tmp_path / "nowhere")
+    for args in (
+        ["evaluate", str(model), missing, "--quiet"],
+        ["inspect", missing, "--quiet"],
+        ["train", "--data", missing, "--out", str(tmp_path / "run"), "--quiet"],
+    ):
+        code, _, err = run_cli(args, capfd)
+        assert code == 2, args
+        assert_one_error_line(err, missing)
+    code, _, err = run_cli(["evaluate", str(model), str(tmp_path), "--quiet"], capfd)
+    assert code == 2
+    assert_one_error_line(err, str(tmp_path), "NORMAL")
+
+
+def test_model_metadata_round_trip(model: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["info", str(model)], capfd)
+    assert code == 0
+    assert json.loads(out) == json.loads(read_meta(model).model_dump_json())

@@ -1,0 +1,116 @@
+"""The preprocessing contract: file -> prepared uint8 -> model input, the same in training and prediction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+from PIL import Image
+
+from pneumoscan.config import Config, PreprocessConfig
+from pneumoscan.data.cache import load_cached
+from pneumoscan.data.datamodule import XrayDataModule, make_collate
+from pneumoscan.data.imageio import DecodedImage, read_image
+from pneumoscan.predict import Predictor
+from pneumoscan.preprocess import load_prepared, prepare, to_model_input
+
+
+def framed(height: int = 100, width: int = 80) -> np.ndarray:
+    """Float image: a white border of 20 % on every side around a black centre."""
+    pixels = np.ones((height, width), np.float32)
+    pixels[height // 5 : height - height // 5, width // 5 : width - width // 5] = 0.0
+    return pixels
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_prepare_shape_dtype_and_range(size: int) -> None:
+    out = prepare(framed(), PreprocessConfig(image_size=size))
+    assert out.shape == (size, size)
+    assert out.dtype == np.uint8
+    assert out.max() == 255 and out.min() == 0  # [0, 1] floats use the whole uint8 range
+
+
+def test_prepare_accepts_decoded_images_and_arrays_alike() -> None:
+    pixels = framed()
+    cfg = PreprocessConfig(image_size=32)
+    decoded = DecodedImage(pixels, 0.0, "PNG", 8)
+    np.testing.assert_array_equal(prepare(decoded, cfg), prepare(pixels, cfg))
+
+
+def test_crop_fraction_keeps_the_centre() -> None:
+    pixels = framed(100, 100)  # white frame 20 px wide around a black 60 x 60 centre
+
+    def white_share(fraction: float) -> float:
+        return float((prepare(pixels, PreprocessConfig(image_size=50, crop_fraction=fraction)) > 127).mean())
+
+    assert white_share(1.0) == pytest.approx(1 - 0.6**2, abs=0.03)
+    assert white_share(0.8) == pytest.approx(1 - (60 / 80) ** 2, abs=0.03)
+    assert white_share(0.6) == 0.0  # exactly the black centre
+
+
+def test_prepare_without_resize_is_exact() -> None:
+    pixels = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    out = prepare(pixels, PreprocessConfig(image_size=32))
+    np.testing.assert_array_equal(out, np.rint(pixels * 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_to_model_input(channels: int) -> None:
+    cfg = PreprocessConfig(image_size=32, channels=channels)
+    batch = np.stack([np.full((32, 32), 0, np.uint8), np.full((32, 32), 255, np.uint8)])
+    batch[0, 3, 4] = 51
+    x = to_model_input(batch, cfg)
+    assert x.shape == (2, channels, 32, 32)
+    assert x.dtype == np.float32
+    assert x.min() == 0.0 and x.max() == 1.0
+    assert x[0, :, 3, 4] == pytest.approx([0.2] * channels)
+    for c in range(channels):
+        np.testing.assert_array_equal(x[:, c], x[:, 0])
+    single = to_model_input(batch[0], cfg)  # one (S, S) image becomes a batch of one
+    np.testing.assert_array_equal(single, x[:1])
+
+
+def test_training_rows_and_prediction_input_are_the_same(synthetic_data: Path, trained_model: Path) -> None:
+    """The training cache row of a file, its collated batch, and what the predictor feeds the network."""
+    config = tiny_config()
+    data = XrayDataModule(synthetic_data / "train", config, progress=False)
+    data.setup()
+    assert data.manifest is not None
+    train_rows = data.manifest[(data.manifest["split"] == "train") & data.manifest["readable"]]
+    dataset = data.dataset("train")
+    assert len(train_rows) == len(dataset)
+    collate = make_collate(config.preprocess)
+    predictor = Predictor.load(trained_model)
+    assert predictor.meta.preprocess == config.preprocess
+    fed: list[np.ndarray] = []
+    real_logits = predictor.engine.logits
+
+    def spy(batch: np.ndarray) -> np.ndarray:
+        fed.append(batch.copy())
+        return real_logits(batch)
+
+    predictor.engine.logits = spy  # type: ignore[method-assign]
+    for i in (0, 7, len(dataset) - 1):
+        path, label = train_rows.iloc[i][["path", "label"]]
+        row, row_label = dataset[i]
+        assert row_label == label
+        np.testing.assert_array_equal(row, load_prepared(path, config.preprocess))
+        x, _ = collate([dataset[i]])
+        fed.clear()
+        predictor.predict_files([path])
+        (batch,) = fed
+        np.testing.assert_array_equal(x.numpy(), batch)
+        assert batch.shape == (1, 1, 64, 64)
+
+
+def test_cache_row_equals_decode_and_prepare(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(3).integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    path = tmp_path / "colour.jpeg"
+    Image.fromarray(rgb).save(path, quality=90)
+    cfg = Config().preprocess.model_copy(update={"image_size": 48, "crop_fraction": 0.8})
+    cached = load_cached([str(path)], cfg, tmp_path / "cache", progress=False)
+    np.testing.assert_array_equal(cached.pixels[0], prepare(read_image(path), cfg))
+    x = to_model_input(np.asarray(cached.pixels), cfg)
+    assert x.shape == (1, 3, 48, 48)
