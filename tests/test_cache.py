@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -164,3 +165,49 @@ def test_all_unreadable_gives_empty_rows(tmp_path: Path) -> None:
     result = load_cached([str(bad)], CFG, tmp_path / "cache", progress=False)
     assert result.pixels.shape == (0, 32, 32)
     assert result.paths == [] and list(result.failures) == [str(bad)]
+
+
+def rebuild_from_scratch(paths: list[str], cache_dir: Path) -> None:
+    """What another process does that builds the same store from a cold cache at the same time."""
+    abs_paths = [os.path.abspath(p) for p in paths]
+    store = cache._store_dir(abs_paths, CFG, cache_dir)
+    cache._rebuild(store, CFG, {}, abs_paths, {p: cache._stat(p) for p in abs_paths}, progress=False)
+
+
+def test_store_replaced_by_another_process_after_our_build(
+    films: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = cache._rebuild
+    raced: list[bool] = []
+
+    def rebuild_then_lose_the_race(*args: Any, **kwargs: Any) -> dict:
+        index = real(*args, **kwargs)
+        if not raced:  # the other process finishes just after us and deletes our pixel file
+            raced.append(True)
+            rebuild_from_scratch(films, tmp_path / "cache")
+        return index
+
+    monkeypatch.setattr(cache, "_rebuild", rebuild_then_lose_the_race)
+    result = load_cached(films, CFG, tmp_path / "cache", progress=False)
+    assert raced and result.paths == films
+    assert_aligned(result)
+
+
+def test_store_replaced_by_another_process_after_we_read_its_index(
+    films: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load_cached(films[:4], CFG, tmp_path / "cache", progress=False)
+    real = cache._read_index
+    raced: list[bool] = []
+
+    def read_then_lose_the_race(*args: Any) -> dict:
+        index = real(*args)
+        if not raced:  # the store this index points at is replaced before we open its pixels
+            raced.append(True)
+            rebuild_from_scratch(films, tmp_path / "cache")
+        return index
+
+    monkeypatch.setattr(cache, "_read_index", read_then_lose_the_race)
+    result = load_cached(films, CFG, tmp_path / "cache", progress=False)
+    assert raced and result.paths == films
+    assert_aligned(result)

@@ -5,11 +5,14 @@ memory-mapped ``(N, S, S)`` uint8 ``.npy`` array and a JSON index of each file's
 modification time.  A file whose size or mtime changed, or a new file, is decoded again; files
 that cannot be decoded are remembered with their error so they are reported, not retried, until
 they change.  New stores are written under fresh names and the index is replaced atomically last,
-so an interrupted build never leaves a store whose rows point at the wrong images.
+so an interrupted build never leaves a store whose rows point at the wrong images.  Processes that
+build one store at the same time (the ranks of a distributed run) each write a complete store; one
+whose pixel file was replaced by another's before it could open it reads the newer index instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,6 +30,7 @@ from pneumoscan.errors import ImageReadError
 from pneumoscan.preprocess import load_prepared
 
 _VERSION = 1
+_ATTEMPTS = 3
 
 
 @dataclass
@@ -67,6 +71,26 @@ def load_cached(
     """Return prepared uint8 images for ``paths``, decoding only files not cached yet or changed."""
     abs_paths = [os.path.abspath(p) for p in paths]
     store = _store_dir(abs_paths, cfg, Path(cache_dir) if cache_dir else default_cache_dir())
+    for attempt in range(_ATTEMPTS):
+        try:
+            index, pixels = _up_to_date(store, cfg, abs_paths, progress)
+            break
+        except FileNotFoundError:  # another process replaced the store after we read its index
+            if attempt == _ATTEMPTS - 1:
+                raise
+    entries: dict[str, list[int]] = index["entries"]
+    failures: dict[str, list] = index["failures"]
+    ok = [(orig, entries[a][0]) for orig, a in zip(paths, abs_paths, strict=True) if a in entries]
+    rows = np.array([row for _, row in ok], dtype=np.int64)
+    bad = {orig: failures[a][2] for orig, a in zip(paths, abs_paths, strict=True) if a in failures}
+    view = pixels[rows] if len(rows) else np.zeros((0, cfg.image_size, cfg.image_size), np.uint8)
+    return CachedImages(pixels=view, paths=[orig for orig, _ in ok], failures=bad)
+
+
+def _up_to_date(
+    store: Path, cfg: PreprocessConfig, abs_paths: list[str], progress: bool
+) -> tuple[dict, np.ndarray]:
+    """The store's index and memory-mapped pixels, after decoding the files it lacks or has changed."""
     index = _read_index(store, cfg)
     entries: dict[str, list[int]] = index.get("entries", {})
     failures: dict[str, list] = index.get("failures", {})
@@ -77,15 +101,9 @@ def load_cached(
         if not (p in entries and entries[p][1:] == stats[p])
         and not (p in failures and failures[p][:2] == stats[p])
     ]
-    if stale or not (store / str(index.get("pixels", "-"))).exists():
+    if stale or not index:
         index = _rebuild(store, cfg, index, stale, stats, progress)
-        entries, failures = index["entries"], index["failures"]
-    pixels = np.load(store / index["pixels"], mmap_mode="r")
-    ok = [(orig, entries[a][0]) for orig, a in zip(paths, abs_paths, strict=True) if a in entries]
-    rows = np.array([row for _, row in ok], dtype=np.int64)
-    bad = {orig: failures[a][2] for orig, a in zip(paths, abs_paths, strict=True) if a in failures}
-    view = pixels[rows] if len(rows) else np.zeros((0, cfg.image_size, cfg.image_size), np.uint8)
-    return CachedImages(pixels=view, paths=[orig for orig, _ in ok], failures=bad)
+    return index, np.load(store / index["pixels"], mmap_mode="r")
 
 
 def _store_dir(abs_paths: list[str], cfg: PreprocessConfig, cache_dir: Path) -> Path:
@@ -108,8 +126,8 @@ def _read_index(store: Path, cfg: PreprocessConfig) -> dict:
 def _rebuild(
     store: Path, cfg: PreprocessConfig, index: dict, stale: list[str], stats: dict, progress: bool
 ) -> dict:
-    old_pixels = _open_old(store, index)
-    keep = {p: e for p, e in index.get("entries", {}).items() if p not in stale and old_pixels is not None}
+    old_pixels = np.load(store / index["pixels"], mmap_mode="r") if index else None
+    keep = {p: e for p, e in index.get("entries", {}).items() if p not in stale}
     failures = {p: f for p, f in index.get("failures", {}).items() if p not in stale}
     decoded = _decode_all(stale, cfg, progress)
     new_rows = [p for p in stale if isinstance(decoded[p], np.ndarray)]
@@ -140,15 +158,9 @@ def _rebuild(
     atomic_write_text(store / "index.json", json.dumps(new_index))
     for old in store.glob("pixels-*.npy"):
         if old.name != name:
-            old.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # still mapped (Windows) or gone: a later build removes it
+                old.unlink()
     return new_index
-
-
-def _open_old(store: Path, index: dict) -> np.ndarray | None:
-    try:
-        return np.load(store / index["pixels"], mmap_mode="r")
-    except (KeyError, OSError, ValueError):
-        return None
 
 
 def _decode_all(paths: list[str], cfg: PreprocessConfig, progress: bool) -> dict[str, np.ndarray | str]:
