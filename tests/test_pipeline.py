@@ -18,6 +18,7 @@ from pneumoscan import Predictor, evaluate
 from pneumoscan.cli import main
 from pneumoscan.config import Config
 from pneumoscan.data.manifest import CLASS_NAMES
+from pneumoscan.evaluation.evaluate import Evaluation
 from pneumoscan.model_file import read_meta, read_model, save_model
 from pneumoscan.synthetic import make_synthetic_dataset, synthetic_film
 
@@ -39,14 +40,13 @@ def assert_one_error_line(err: str, *names: str) -> None:
         assert name in lines[0], (name, err)
 
 
-def alignment_mismatches(predictions: pd.DataFrame, predictor: Predictor, tol: float = 1e-5) -> list[str]:
-    """Rows of an evaluation table whose probability is not that of predicting the file on its own,
-    or whose label is not the class folder the file lies in."""
+def alignment_mismatches(predictions: pd.DataFrame, alone: dict[str, float | None]) -> list[str]:
+    """Rows of an evaluation table whose probability differs (by over 1e-5) from ``alone[path]``, the
+    probability of predicting that file on its own, or whose label is not the class folder of the file."""
     problems = []
-    alone = {p.path: p.probability for p in predictor.predict_files(list(predictions["path"]), batch_size=1)}
     for row in predictions.itertuples():
         probability = alone[row.path]
-        if probability is None or abs(probability - row.probability) > tol:
+        if probability is None or abs(probability - row.probability) > 1e-5:
             problems.append(f"{row.path}: probability {row.probability} in the table, {probability} alone")
         folder = Path(row.path).parent.name.upper()
         if CLASS_NAMES[int(row.label)] != folder:
@@ -160,58 +160,70 @@ def test_cli_train_writes_a_complete_run_dir(cli_run: tuple[Path, Config]) -> No
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
 
 
-def test_api_evaluation_is_good_and_aligned(model: Path, synthetic_data: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def evaluation(model: Path, synthetic_data: Path) -> Evaluation:
+    """The model of :func:`cli_run` evaluated on the test split through the Python API."""
+    return evaluate(Predictor.load(model), synthetic_data, "test", progress=False)
+
+
+@pytest.fixture(scope="module")
+def alone(model: Path, synthetic_data: Path) -> dict[str, float | None]:
+    """``Predictor.predict_files([path])`` for every test image, one file at a time."""
     predictor = Predictor.load(model)
-    result = evaluate(predictor, synthetic_data, "test", progress=False)
-    table = result.predictions
-
-    assert len(table) == 40 and result.skipped == {}
-    assert sorted(table["path"]) == sorted(str(p) for p in (synthetic_data / "test").rglob("*.jpeg"))
-    assert result.metrics["accuracy"] > 0.8
-    assert result.metrics["roc_auc"] > 0.9
-    assert result.metrics["accuracy"] == pytest.approx((table["predicted"] == table["label"]).mean())
-    assert alignment_mismatches(table, predictor) == []
-
-    written = result.write(tmp_path / "eval")
-    assert {p.name for p in written} >= {
-        "metrics.json",
-        "predictions.csv",
-        "confusion_matrix.png",
-        "roc_curve.png",
-    }
-    saved = pd.read_csv(tmp_path / "eval" / "predictions.csv")
-    assert alignment_mismatches(saved, predictor) == []
+    paths = sorted(str(p) for p in (synthetic_data / "test").rglob("*.jpeg"))
+    return {path: predictor.predict_files([path])[0].probability for path in paths}
 
 
-def test_alignment_check_catches_shuffled_probabilities_and_labels(model: Path, synthetic_data: Path) -> None:
-    predictor = Predictor.load(model)
-    table = evaluate(predictor, synthetic_data, "test", progress=False).predictions
+def test_api_evaluation_is_good_and_aligned(
+    evaluation: Evaluation, alone: dict[str, float | None], tmp_path: Path
+) -> None:
+    table = evaluation.predictions
+    assert len(table) == 40 and evaluation.skipped == {}
+    assert sorted(table["path"]) == sorted(alone)
+    assert evaluation.metrics["accuracy"] > 0.8
+    assert evaluation.metrics["roc_auc"] > 0.9
+    assert evaluation.metrics["accuracy"] == pytest.approx((table["predicted"] == table["label"]).mean())
+    assert alignment_mismatches(table, alone) == []
+
+    written = evaluation.write(tmp_path / "eval")
+    expected = {"metrics.json", "predictions.csv", "confusion_matrix.png", "roc_curve.png", "reliability.png"}
+    assert {p.name for p in written} >= expected
+    assert alignment_mismatches(pd.read_csv(tmp_path / "eval" / "predictions.csv"), alone) == []
+
+
+def test_alignment_check_catches_shuffled_probabilities_and_labels(
+    evaluation: Evaluation, alone: dict[str, float | None]
+) -> None:
+    table = evaluation.predictions
     shuffled = table.assign(probability=table["probability"].to_numpy()[::-1])
-    assert len(alignment_mismatches(shuffled, predictor)) >= len(table) // 2
+    assert len(alignment_mismatches(shuffled, alone)) >= len(table) // 2
     swapped = table.assign(label=1 - table["label"])
-    assert len(alignment_mismatches(swapped, predictor)) == len(table)
+    assert len(alignment_mismatches(swapped, alone)) == len(table)
     one_off = table.copy()
     one_off.loc[3, "probability"] += 1e-3
-    problems = alignment_mismatches(one_off, predictor)
+    problems = alignment_mismatches(one_off, alone)
     assert len(problems) == 1 and problems[0].startswith(f"{table.loc[3, 'path']}: probability")
 
 
 def test_cli_evaluate_matches_the_api(
-    model: Path, synthetic_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    model: Path,
+    synthetic_data: Path,
+    evaluation: Evaluation,
+    alone: dict[str, float | None],
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     out_dir = tmp_path / "eval"
-    code, out, err = run_cli(
-        ["evaluate", str(model), str(synthetic_data), "--out", str(out_dir), "--quiet"], capfd
-    )
+    args = ["evaluate", str(model), str(synthetic_data), "--out", str(out_dir), "--quiet"]
+    code, out, err = run_cli(args, capfd)
     assert code == 0, err
     metrics = json.loads((out_dir / "metrics.json").read_text())
-    api = evaluate(Predictor.load(model), synthetic_data, "test", progress=False).metrics
-    assert metrics["accuracy"] == pytest.approx(api["accuracy"]) and metrics["roc_auc"] == pytest.approx(
-        api["roc_auc"]
-    )
+    api = evaluation.metrics
+    assert metrics["accuracy"] == pytest.approx(api["accuracy"])
+    assert metrics["roc_auc"] == pytest.approx(api["roc_auc"])
     assert metrics["split"] == "test" and metrics["images"] == 40
     assert f"accuracy {api['accuracy']:.4f}" in out and "confusion matrix" in out
-    assert alignment_mismatches(pd.read_csv(out_dir / "predictions.csv"), Predictor.load(model)) == []
+    assert alignment_mismatches(pd.read_csv(out_dir / "predictions.csv"), alone) == []
 
 
 def test_cli_predict_outputs(
