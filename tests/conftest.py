@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+# One OpenMP thread per process: the suite runs many small trainings on a 2-core machine, where
+# torch's spinning worker threads cost far more than they give (measured: 243 s -> 70 s).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from pneumoscan.config import Config, recipe
-from pneumoscan.synthetic import make_synthetic_dataset
+import pytest  # noqa: E402
+
+from pneumoscan.config import Config, recipe  # noqa: E402
+from pneumoscan.synthetic import make_synthetic_dataset  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -83,6 +83,9 @@ def _train_config(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     from pneumoscan.training.fit import train
 
+    if not args.debug:
+        _quiet_libraries()  # again: importing Lightning resets its loggers to INFO
+
     config = None if args.resume else _train_config(args)
     result = train(
         args.data, args.out, config, resume=args.resume, init_from=args.init_from, progress=not args.quiet

@@ -18,7 +18,7 @@ def demo_config():
         [
             "preprocess.image_size=64",
             "preprocess.crop_fraction=1.0",
-            "train.max_epochs=6",
+            "train.max_epochs=12",
             "train.batch_size=32",
         ]
     )
@@ -37,3 +37,8 @@ def run_demo(out: Path) -> None:
     for prediction in predictor.predict_files(samples):
         print(f"{prediction.probability:.3f}  {prediction.label:<9}  {prediction.path}")
     print(f"run directory: {result.run_dir}")
+    bundled = Predictor.load()
+    print(
+        f"bundled model for real films: {bundled.meta.model_id()} "
+        "(pneumoscan predict FILM.jpeg; docs/model-card.md)"
+    )
