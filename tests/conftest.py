@@ -9,10 +9,10 @@ from pathlib import Path
 # torch's spinning worker threads cost far more than they give (measured: 243 s -> 70 s).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import pytest  # noqa: E402
+import pytest
 
-from pneumoscan.config import Config, recipe  # noqa: E402
-from pneumoscan.synthetic import make_synthetic_dataset  # noqa: E402
+from pneumoscan.config import Config, recipe
+from pneumoscan.synthetic import make_synthetic_dataset
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pneumoscan.config import recipe
+from pneumoscan.config import Config, recipe
 from pneumoscan.evaluation.evaluate import evaluate
 from pneumoscan.evaluation.metrics import format_report
 from pneumoscan.predict import Predictor
@@ -12,7 +12,7 @@ from pneumoscan.synthetic import make_synthetic_dataset
 from pneumoscan.training.fit import train
 
 
-def demo_config():
+def demo_config() -> Config:
     """The default recipe shrunk to the synthetic task: 64 px, a few epochs."""
     return recipe("default").with_overrides(
         [
