@@ -1,0 +1,116 @@
+"""Measure recipe variants on real data: train on ``train/`` and evaluate on ``test-dev/``.
+
+Each variant is the ``default`` recipe (or ``seed``) plus ``--set`` overrides.  Training, model
+selection, calibration and the threshold use the validation split cut from ``train/`` only;
+``test-dev/`` is only measured.  Finished variants are kept in ``OUT/results.csv`` and skipped on
+the next run, so the search can be interrupted and continued.  Prints a markdown table.
+
+    python benchmarks/model_search.py --data ../shared/data/kermany-224 --out runs/search [NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from pneumoscan.config import CalibrationConfig, Config, recipe
+from pneumoscan.data.datamodule import XrayDataModule
+from pneumoscan.evaluation.evaluate import evaluate
+from pneumoscan.evaluation.metrics import binary_metrics
+from pneumoscan.predict import Predictor
+from pneumoscan.training.calibration import choose_threshold
+from pneumoscan.training.fit import train
+
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "seed (notebook)": ("seed", []),
+    "default": ("default", []),
+    "default, no intensity aug": (
+        "default",
+        [
+            "augment.brightness=0",
+            "augment.contrast=0",
+            "augment.gamma=0",
+            "augment.blur=0",
+            "augment.noise=0",
+        ],
+    ),
+    "default, no z-score": ("default", ["preprocess.normalization=none"]),
+    "default, no crop": ("default", ["preprocess.crop_fraction=1.0"]),
+    "default, 96 px": ("default", ["preprocess.image_size=96"]),
+    "default, stride-2 stem": ("default", ['model.options={"stem_stride": 2, "widths": [24, 48, 96, 192]}']),
+    "default, 30 epochs": ("default", ["train.max_epochs=30"]),
+    "default, EMA 0.999": ("default", ["train.ema_decay=0.999"]),
+    "default, zoom 0.25": ("default", ["augment.zoom=0.25"]),
+    "default, zoom 0.3, aspect": ("default", ["augment.zoom=0.3", "augment.shear=0.1"]),
+    "default, balanced sampling": (
+        "default",
+        ["data.balanced_sampling=true", "train.class_weighted_loss=false"],
+    ),
+}
+
+
+def sensitivity_rule_threshold(predictor: Predictor, config: Config, train_dir: Path) -> float:
+    """Threshold the ``sensitivity`` rule (target 0.98) would pick on this model's validation split."""
+    val = XrayDataModule(train_dir, config, progress=False).dataset("val")
+    rule = CalibrationConfig(threshold_rule="sensitivity", target_sensitivity=0.98)
+    return choose_threshold(predictor.probabilities(val.pixels), val.labels, rule)[0]
+
+
+def run_variant(name: str, data: Path, out: Path) -> dict[str, object]:
+    """Train one variant and measure it on validation and test-dev."""
+    base, overrides = VARIANTS[name]
+    config = recipe(base).with_overrides(overrides)
+    run_dir = out / name.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
+    started = time.perf_counter()
+    result = train(data / "train", run_dir, config, progress=False)
+    minutes = (time.perf_counter() - started) / 60
+    predictor = Predictor.load(result.model_path)
+    test = evaluate(predictor, data / "test-dev", progress=False)
+    labels, probs = test.predictions["label"].to_numpy(), test.predictions["probability"].to_numpy()
+    at_half = binary_metrics(labels, probs, 0.5)
+    sens_threshold = sensitivity_rule_threshold(predictor, config, data / "train")
+    at_sens = binary_metrics(labels, probs, sens_threshold)
+    val = result.metrics["validation"]
+    return {
+        "variant": name,
+        "train min": round(minutes, 1),
+        "epochs": result.metrics["epochs"],
+        "val AUC": round(val["roc_auc"], 4),
+        "threshold": round(test.metrics["threshold"], 3),
+        "test-dev acc": round(test.metrics["accuracy"], 3),
+        "test-dev AUC": round(test.metrics["roc_auc"], 4),
+        "sens": round(test.metrics["sensitivity"], 3),
+        "spec": round(test.metrics["specificity"], 3),
+        "acc@0.5": round(at_half["accuracy"], 3),
+        "sens-rule thr": round(sens_threshold, 3),
+        "acc/sens/spec @sens-rule": "/".join(
+            f"{at_sens[k]:.3f}" for k in ("accuracy", "sensitivity", "specificity")
+        ),
+        "ECE": round(test.metrics["ece"], 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/kermany-224"))
+    parser.add_argument("--out", type=Path, default=Path("runs/search"))
+    parser.add_argument("variants", nargs="*", help=f"names to run (default: all): {', '.join(VARIANTS)}")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = args.out / "results.csv"
+    done = pd.read_csv(table) if table.exists() else pd.DataFrame()
+    for name in args.variants or list(VARIANTS):
+        if not done.empty and name in set(done["variant"]):
+            continue
+        row = run_variant(name, args.data, args.out)
+        done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
+        done.to_csv(table, index=False)
+        print(pd.DataFrame([row]).to_string(index=False), flush=True)
+    print(done.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
