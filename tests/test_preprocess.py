@@ -117,3 +117,21 @@ def test_cache_row_equals_decode_and_prepare(tmp_path: Path) -> None:
     np.testing.assert_array_equal(cached.pixels[0], prepare(read_image(path), cfg))
     x = to_model_input(np.asarray(cached.pixels), cfg)
     assert x.shape == (1, 3, 48, 48)
+
+
+@pytest.mark.parametrize(
+    ("photometric", "stored"),
+    [("MONOCHROME2", lambda p: p), ("MONOCHROME1", lambda p: 255 - p)],
+)
+def test_dicom_and_png_of_the_same_pixels_give_the_same_model_input(
+    tmp_path: Path, photometric, stored
+) -> None:
+    from dicom_factory import write_dicom
+
+    pixels = np.random.default_rng(3).integers(0, 256, (150, 120), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "film.png")
+    dicom = write_dicom(tmp_path / "film.dcm", stored(pixels).astype(np.uint8), photometric=photometric)
+    cfg = PreprocessConfig(image_size=64, channels=3, crop_fraction=0.8)
+    from_png = to_model_input(load_prepared(tmp_path / "film.png", cfg), cfg)
+    from_dicom = to_model_input(load_prepared(dicom, cfg), cfg)
+    np.testing.assert_array_equal(from_dicom, from_png)
