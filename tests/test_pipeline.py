@@ -94,7 +94,7 @@ def test_inspect_cli(messy_data: Path, tmp_path: Path, capfd: pytest.CaptureFixt
     assert "unreadable files: 1" in out and "IM-0999-0001.jpeg" in out
     assert "identical images in two splits: 1" in out
     assert "test:" in out and "IM-0998-0001.jpeg" in out
-    assert "patients:" in out and "in more than one split: 0" in out
+    assert "patients:" in out and "in both train and val: 0" in out
     table = out.split("\n\n")[0]
     assert "pneumonia %" in table and "test" in table and "val" in table
     assert (tmp_path / "plots" / "class_distribution.png").stat().st_size > 0

@@ -37,7 +37,12 @@ class InspectReport:
         ratio = counts["PNEUMONIA"].sum() / max(counts["NORMAL"].sum(), 1)
         lines = [counts.to_string(), "", f"class imbalance: {ratio:.2f} PNEUMONIA per NORMAL image"]
         patients = self.manifest.groupby("patient_id")["split"].nunique()
-        lines.append(f"patients: {len(patients)}; in more than one split: {int((patients > 1).sum())}")
+        pool = self.manifest[self.manifest["split"].isin(["train", "val"])]
+        in_both = int((pool.groupby("patient_id")["split"].nunique() > 1).sum())
+        lines.append(
+            f"patients: {len(patients)}; in both train and val: {in_both}; "
+            f"patient ids in more than one split (incl. test; check for leakage): {int((patients > 1).sum())}"
+        )
         if self.resplit:
             lines.append("validation: cut from train by patient and class (val/ missing or too small)")
         lines.append(f"unreadable files: {len(self.unreadable)}")
