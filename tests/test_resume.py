@@ -72,7 +72,8 @@ def test_resume_after_interruption(
     assert interrupted.epochs == [0, 1]
     assert code == 130
     assert err.strip().splitlines() == [
-        "pneumoscan: interrupted (continue a training run with: pneumoscan train --out RUN_DIR --resume)"
+        "pneumoscan: interrupted (continue a training run with: "
+        "pneumoscan train --data DATA --out RUN --resume)"
     ]
     assert not (run_dir / "model.safetensors").exists()
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)

@@ -433,7 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print(
-            "pneumoscan: interrupted (continue a training run with: pneumoscan train --out RUN_DIR --resume)",
+            "pneumoscan: interrupted (continue a training run with: "
+            "pneumoscan train --data DATA --out RUN --resume)",
             file=sys.stderr,
         )
         return 130
