@@ -43,6 +43,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "default, stride-2 stem": ("default", ['model.options={"stem_stride": 2, "widths": [24, 48, 96, 192]}']),
     "default, 30 epochs": ("default", ["train.max_epochs=30"]),
     "default, EMA 0.999": ("default", ["train.ema_decay=0.999"]),
+    "default, EMA 0.99": ("default", ["train.ema_decay=0.99"]),
+    "default, widths 32-256": ("default", ['model.options={"stem_stride": 4, "widths": [32, 64, 128, 256]}']),
     "default, zoom 0.25": ("default", ["augment.zoom=0.25"]),
     "default, zoom 0.3, aspect": ("default", ["augment.zoom=0.3", "augment.shear=0.1"]),
     "default, balanced sampling": (
