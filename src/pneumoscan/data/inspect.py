@@ -63,12 +63,17 @@ class InspectReport:
         plots.sample_grid(readable, out / "samples.png")
 
 
+def _val_paths(frame: pd.DataFrame) -> set[str]:
+    return set(frame.loc[frame["split"] == "val", "path"])
+
+
 def inspect_dataset(data_dir: str | Path, config: Config, progress: bool = True) -> InspectReport:
     """Scan, split and decode (into the cache) every image of ``data_dir``."""
     frame = scan_dataset(data_dir)
     data = config.data
     pool = training_pool(frame, data.val_fraction, data.min_val_images, data.split_seed)
-    resplit = not (frame["split"] == "val").any() or len(frame[frame["split"] == "val"]) < data.min_val_images
+    # derived from training_pool's own choice, so the report never disagrees with training
+    resplit = _val_paths(pool) != _val_paths(frame)
     tests = frame[frame["split"].str.startswith("test") & ~frame["path"].isin(pool["path"])]
     manifest = pd.concat([pool, tests], ignore_index=True)
     cached = load_cached(manifest["path"].tolist(), config.preprocess, data.cache_dir, progress)
