@@ -17,7 +17,7 @@ from pneumoscan.engines.torch_engine import TorchEngine
 from pneumoscan.model_file import ModelMeta
 from pneumoscan.models import build_model
 from pneumoscan.predict import Predictor
-from pneumoscan.preprocess import load_prepared, prepare, to_model_input
+from pneumoscan.preprocess import load_prepared, prepare, read_for_model, source_side, to_model_input
 
 
 def framed(height: int = 100, width: int = 80) -> np.ndarray:
@@ -135,3 +135,43 @@ def test_dicom_and_png_of_the_same_pixels_give_the_same_model_input(
     from_png = to_model_input(load_prepared(tmp_path / "film.png", cfg), cfg)
     from_dicom = to_model_input(load_prepared(dicom, cfg), cfg)
     np.testing.assert_array_equal(from_dicom, from_png)
+
+
+def test_large_jpegs_are_read_at_reduced_scale_the_same_way_everywhere(tmp_path: Path) -> None:
+    """Draft decoding: smaller, never below ``source_side``, the same in cache, predict and explain."""
+    from pneumoscan.explain import explain_file
+
+    rng = np.random.default_rng(5)
+    film = (rng.random((64, 80)) * 255).astype(np.uint8)
+    path = tmp_path / "large.jpeg"
+    Image.fromarray(film).resize((640, 512), Image.Resampling.BICUBIC).save(path, quality=90)
+    config = tiny_config()
+    cfg = config.preprocess.model_copy(update={"image_size": 48, "crop_fraction": 0.8})
+    assert source_side(cfg) == 60
+
+    assert read_image(path).pixels.shape == (512, 640)
+    reduced = read_for_model(path, cfg)
+    assert reduced.pixels.shape == (64, 80)  # 1/8 scale: the smallest that keeps both sides >= 60
+    model_input = prepare(reduced, cfg)
+    assert not np.array_equal(model_input, prepare(read_image(path), cfg))  # the scale really changed
+    cached = load_cached([str(path)], cfg, tmp_path / "cache", progress=False)
+    np.testing.assert_array_equal(cached.pixels[0], model_input)
+    np.testing.assert_array_equal(load_prepared(path, cfg), model_input)
+
+    meta = ModelMeta(model=config.model, preprocess=cfg, config=config)
+    predictor = Predictor(TorchEngine(meta, build_model(config.model, cfg)))
+    (predicted,) = predictor.predict_files([path])
+    expected = predictor.probabilities(model_input[None])[0]
+    assert predicted.probability == pytest.approx(expected, abs=1e-6)
+    explained = explain_file(predictor, path)
+    assert explained.prediction.probability == pytest.approx(expected, abs=1e-6)
+    assert explained.overlay.shape[:2] == (512, 640)  # drawn on the full-resolution film
+
+
+def test_small_jpegs_and_other_formats_are_read_whole(tmp_path: Path) -> None:
+    cfg = PreprocessConfig(image_size=48, crop_fraction=0.8)
+    film = (np.random.default_rng(6).random((100, 120)) * 255).astype(np.uint8)
+    Image.fromarray(film).save(tmp_path / "small.jpeg", quality=90)  # 1/2 scale would be under 60
+    Image.fromarray(film).resize((480, 400)).save(tmp_path / "large.png")
+    assert read_for_model(tmp_path / "small.jpeg", cfg).pixels.shape == (100, 120)
+    assert read_for_model(tmp_path / "large.png", cfg).pixels.shape == (400, 480)

@@ -112,6 +112,20 @@ def test_heatmap_is_a_decodable_png(client: TestClient) -> None:
     assert 0.0 <= result["probability"] <= 1.0 and result["heatmap_note"] is None
 
 
+def test_large_jpeg_gets_the_same_probability_as_predict_files(
+    client: TestClient, predictor: Predictor, tmp_path: Path
+) -> None:
+    """Uploads are decoded like files (large JPEGs at reduced scale), with and without a heat map."""
+    path = tmp_path / "large.jpeg"
+    Image.fromarray(film(seed=4)).resize((768, 768)).save(path, quality=90)
+    expected = predictor.predict_files([path])[0].probability
+    for heatmap in (False, True):
+        result = post(client, ("large.jpeg", path.read_bytes()), heatmap=heatmap).json()["results"][0]
+        assert result["probability"] == pytest.approx(expected, abs=1e-5)
+    overlay = Image.open(io.BytesIO(base64.b64decode(result["heatmap"])))
+    assert max(overlay.size) > 96 * 2  # drawn on the full-resolution upload, not the reduced one
+
+
 def test_sanity_warnings_are_returned(client: TestClient) -> None:
     colour = np.zeros((96, 96, 3), np.uint8)
     colour[..., 0] = 255

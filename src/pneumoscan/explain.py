@@ -5,9 +5,9 @@ Grad-CAM (Selvaraju et al., 2017) weighs each channel of the network's last conv
 PNEUMONIA logit with respect to it, keeps the positive part of the weighted sum and scales it to
 [0, 1].  It runs in float32 with the network in eval mode, on the torch engine only.
 
->>> from pneumoscan import Predictor, read_image
->>> from pneumoscan.explain import explain_image, overlay_png
->>> explanation = explain_image(Predictor.load(), read_image("film.jpeg"))
+>>> from pneumoscan import Predictor
+>>> from pneumoscan.explain import explain_file, overlay_png
+>>> explanation = explain_file(Predictor.load(), "film.jpeg")
 >>> png = overlay_png(explanation)    # the heat map over the original film
 """
 
@@ -31,7 +31,7 @@ from pneumoscan.data.imageio import DecodedImage, read_image
 from pneumoscan.engines.torch_engine import TorchEngine
 from pneumoscan.errors import ImageReadError, PneumoscanError
 from pneumoscan.predict import Prediction, Predictor
-from pneumoscan.preprocess import crop_box, prepare, to_model_input
+from pneumoscan.preprocess import crop_box, prepare, read_for_model, to_model_input
 
 HEATMAP_ALPHA = 0.4
 MAX_OVERLAY_SIDE = 1024
@@ -79,13 +79,26 @@ def grad_cam(net: nn.Module, batch: np.ndarray) -> np.ndarray:
     return (cam / cam.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)).numpy().astype(np.float32)
 
 
-def explain_image(predictor: Predictor, image: DecodedImage, name: str = "image") -> Explanation:
-    """Predict one decoded image and compute its Grad-CAM heat map and overlay."""
+def explain_image(
+    predictor: Predictor, image: DecodedImage, name: str = "image", *, model_image: DecodedImage | None = None
+) -> Explanation:
+    """Predict one decoded image and compute its Grad-CAM heat map and overlay.
+
+    The overlay is drawn on ``image``; the model sees ``model_image`` when given (the same film
+    decoded by :func:`~pneumoscan.preprocess.read_for_model`, as predictions are), else ``image``.
+    """
     net = _network(predictor)
     cfg = predictor.meta.preprocess
-    heatmap = grad_cam(net, to_model_input(prepare(image, cfg), cfg))[0]
-    prediction = predictor.predict_images([image], [name])[0]
+    seen = model_image if model_image is not None else image
+    heatmap = grad_cam(net, to_model_input(prepare(seen, cfg), cfg))[0]
+    prediction = predictor.predict_images([seen], [name])[0]
     return Explanation(prediction, heatmap, _overlay(image.pixels, heatmap, cfg.crop_fraction))
+
+
+def explain_file(predictor: Predictor, path: str | os.PathLike[str]) -> Explanation:
+    """:func:`explain_image` of a file: full resolution for the overlay, model input as in prediction."""
+    model_image = read_for_model(path, predictor.meta.preprocess)
+    return explain_image(predictor, read_image(path), str(path), model_image=model_image)
 
 
 def explain_files(
@@ -102,11 +115,10 @@ def explain_files(
     results: list[Prediction] = []
     for path in paths:
         try:
-            image = read_image(path)
+            explanation = explain_file(predictor, path)
         except ImageReadError as exc:
             results.append(Prediction(str(path), error=str(exc)))
             continue
-        explanation = explain_image(predictor, image, str(path))
         target = out / _unique_name(Path(path).stem, used)
         _write(target, overlay_png(explanation))
         explanation.prediction.heatmap_path = str(target)

@@ -19,10 +19,10 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from pneumoscan.data.imageio import DecodedImage, read_image
+from pneumoscan.data.imageio import DecodedImage
 from pneumoscan.errors import ImageReadError, ModelFileError
 from pneumoscan.model_file import ModelMeta
-from pneumoscan.preprocess import prepare, to_model_input
+from pneumoscan.preprocess import prepare, read_for_model, to_model_input
 from pneumoscan.sanity import check_radiograph
 
 EngineName = Literal["torch", "onnx"]
@@ -122,7 +122,11 @@ class Predictor:
         return self.meta.class_names[int(probability >= self.threshold)]
 
     def predict_images(self, images: Sequence[DecodedImage], names: Sequence[str]) -> list[Prediction]:
-        """Predict already decoded images (e.g. web uploads)."""
+        """Predict already decoded images (e.g. web uploads).
+
+        Decode them with :func:`~pneumoscan.preprocess.read_for_model` to get exactly the
+        probabilities of :meth:`predict_files` (large JPEGs are decoded at a reduced scale there).
+        """
         prepared = [prepare(image, self.meta.preprocess) for image in images]
         return self._predict_prepared(names, prepared, [check_radiograph(image) for image in images])
 
@@ -158,7 +162,7 @@ class Predictor:
         for path in paths:
             results.append(Prediction(str(path)))
             try:
-                image = read_image(path)
+                image = read_for_model(path, self.meta.preprocess)
             except ImageReadError as exc:
                 results[-1].error = str(exc)
                 continue

@@ -6,6 +6,9 @@ in the model file:
 
 1. :func:`~pneumoscan.data.imageio.read_image` decodes JPEG/PNG/DICOM/... into grayscale floats in
    [0, 1] (DICOM windowing, MONOCHROME1 inversion, 16-bit scaling and EXIF orientation happen there).
+   Model input is always read with ``min_side=`` :func:`source_side`, so a JPEG much larger than the
+   network needs is decoded at 1/2, 1/4 or 1/8 scale -- the same way in training, prediction, the web
+   API and heat maps, so all of them see the same pixels.
 2. :func:`prepare` keeps the centre ``crop_fraction`` of the image, resizes it to
    ``image_size`` x ``image_size`` (no aspect-ratio padding, as the original notebook) and
    stores it as ``uint8`` -- the form kept in the on-disk cache.
@@ -18,6 +21,7 @@ This module is torch-free so the ONNX engine can use it without PyTorch.
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -37,9 +41,19 @@ def prepare(image: DecodedImage | np.ndarray, cfg: PreprocessConfig) -> np.ndarr
     return np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
 
 
+def source_side(cfg: PreprocessConfig) -> int:
+    """Shortest source side :func:`prepare` uses without upsampling: ``image_size / crop_fraction``."""
+    return math.ceil(cfg.image_size / cfg.crop_fraction)
+
+
+def read_for_model(path: str | os.PathLike[str], cfg: PreprocessConfig) -> DecodedImage:
+    """Decode a file the way every model-input path does (``read_image`` with ``min_side=source_side``)."""
+    return read_image(path, min_side=source_side(cfg))
+
+
 def load_prepared(path: str | os.PathLike[str], cfg: PreprocessConfig) -> np.ndarray:
-    """Decode a file and :func:`prepare` it."""
-    return prepare(read_image(path), cfg)
+    """Decode a file (:func:`read_for_model`) and :func:`prepare` it."""
+    return prepare(read_for_model(path, cfg), cfg)
 
 
 def to_model_input(batch: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:

@@ -29,7 +29,7 @@ from pneumoscan.config import PreprocessConfig
 from pneumoscan.errors import ImageReadError
 from pneumoscan.preprocess import load_prepared
 
-_VERSION = 1
+_VERSION = 2  # 2: large JPEGs decoded at reduced scale (read_for_model)
 _ATTEMPTS = 3
 
 

@@ -4,10 +4,12 @@ The format is found from the content, never from the file name: DICOM by the ``D
 (or, for files without that preamble, by pydicom parsing an image dataset out of them), anything else by
 Pillow. Output always looks the way a reader sees a radiograph: bright = dense, bones white.
 
-Pillow images: the EXIF orientation is applied; colour is reduced to ITU-R 601 luma; transparent pixels
-are composited over black (air is black on a radiograph, so see-through areas carry no density);
-16-bit images are scaled by 65535, keeping their full precision. Multi-page TIFF/GIF files give their
-first page.
+Pillow images: a JPEG larger than the caller needs (``min_side``) is decoded at a reduced scale (1/2, 1/4
+or 1/8: libjpeg's DCT scaling through Pillow's draft mode), which keeps both sides at least ``min_side``
+long and makes large films several times faster to read. The EXIF orientation is applied; colour is
+reduced to ITU-R 601 luma; transparent pixels are composited over black (air is black on a
+radiograph, so see-through areas carry no density); 16-bit images are scaled by 65535, keeping their
+full precision. Multi-page TIFF/GIF files give their first page.
 
 DICOM images: the modality LUT (rescale slope/intercept) is applied, then the VOI LUT or window
 centre/width when the file has one; otherwise 8-bit data is scaled by its nominal range and deeper
@@ -72,13 +74,21 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
     return not name.startswith(".") and Path(name).suffix.lower() in SUPPORTED_SUFFIXES
 
 
-def read_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -> DecodedImage:
-    """Decode the image file at ``path``; raise ImageReadError (naming the file) if it cannot be used."""
+def read_image(
+    path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS, min_side: int | None = None
+) -> DecodedImage:
+    """Decode the image file at ``path``; raise ImageReadError (naming the file) if it cannot be used.
+
+    ``min_side``: the shortest side the caller needs; larger JPEGs may then be decoded at a reduced
+    scale that keeps both sides at least that long (``None``: always full resolution).
+    """
     name = os.fspath(path)
-    return read_image_bytes(_read_file(name), name, max_pixels=max_pixels)
+    return read_image_bytes(_read_file(name), name, max_pixels=max_pixels, min_side=min_side)
 
 
-def read_image_bytes(data: bytes, name: str, *, max_pixels: int = MAX_PIXELS) -> DecodedImage:
+def read_image_bytes(
+    data: bytes, name: str, *, max_pixels: int = MAX_PIXELS, min_side: int | None = None
+) -> DecodedImage:
     """Decode an image held in memory (e.g. a web upload); ``name`` is only used in error messages."""
     if not data:
         raise _error(name, f"file is empty; {_HINT}")
@@ -86,7 +96,7 @@ def read_image_bytes(data: bytes, name: str, *, max_pixels: int = MAX_PIXELS) ->
         return _decode_dicom(_read_dicom(data, name), name, max_pixels)
     image = _open_with_pillow(data, name)
     if image is not None:
-        return _decode_pillow(image, name, max_pixels)
+        return _decode_pillow(image, name, max_pixels, min_side)
     dataset = _read_headerless_dicom(data)
     if dataset is not None:
         return _decode_dicom(dataset, name, max_pixels)
@@ -144,9 +154,11 @@ def _open_with_pillow(data: bytes, name: str) -> Image.Image | None:
         raise _error(name, f"image is truncated or corrupt ({_detail(exc)}); re-export it") from None
 
 
-def _decode_pillow(image: Image.Image, name: str, max_pixels: int) -> DecodedImage:
+def _decode_pillow(image: Image.Image, name: str, max_pixels: int, min_side: int | None) -> DecodedImage:
     _check_size(name, image.width, image.height, max_pixels)
     source_format = image.format or "unknown"
+    if min_side is not None and source_format == "JPEG":
+        image.draft(image.mode, (min_side, min_side))  # keeps the mode; a no-op when no scale fits
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

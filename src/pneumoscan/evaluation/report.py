@@ -19,7 +19,6 @@ import pandas as pd
 
 from pneumoscan import __version__
 from pneumoscan.atomic import atomic_write_text
-from pneumoscan.data.imageio import read_image
 from pneumoscan.errors import ImageReadError, PneumoscanError
 from pneumoscan.evaluation import plots
 from pneumoscan.evaluation.evaluate import Evaluation
@@ -296,10 +295,10 @@ def _card(path: str, probability: float, predictor: Predictor, torch_engine: boo
     caption = f"<figcaption title='{_esc(path)}'>{_esc(name)}<br>P(pneumonia) {probability:.3f}</figcaption>"
     if not torch_engine:
         return f"<figure class='card'>{caption}</figure>"
-    from pneumoscan.explain import explain_image, overlay_png
+    from pneumoscan.explain import explain_file, overlay_png
 
     try:
-        explanation = explain_image(predictor, read_image(path), path)
+        explanation = explain_file(predictor, path)
     except ImageReadError as exc:
         return f"<figure class='card'><p>{_esc(str(exc))}</p>{caption}</figure>"
     return f"<figure class='card'>{_img(overlay_png(explanation, THUMBNAIL_SIDE), name)}{caption}</figure>"

@@ -20,7 +20,7 @@ import numpy as np
 from pneumoscan.data.imageio import DecodedImage, read_image_bytes
 from pneumoscan.errors import ImageReadError
 from pneumoscan.predict import Prediction, Predictor
-from pneumoscan.preprocess import prepare
+from pneumoscan.preprocess import prepare, source_side
 from pneumoscan.sanity import check_radiograph
 from pneumoscan.serve.batching import MicroBatcher
 from pneumoscan.serve.errors import image_error_status
@@ -76,10 +76,12 @@ class InferenceService:
         note = NO_HEATMAP_ENGINE.format(engine=self.predictor.engine.name) if heatmap else None
         return Outcome(prediction, heatmap_note=note)
 
-    def _decode(self, upload: Upload) -> DecodedImage:
-        if self.save_uploads_dir is not None:
+    def _decode(self, upload: Upload, *, for_model: bool = True) -> DecodedImage:
+        """The upload decoded for the model (as ``read_for_model``) or at full resolution."""
+        if self.save_uploads_dir is not None and for_model:
             save_upload(self.save_uploads_dir, upload)
-        return read_image_bytes(upload.data, upload.name, max_pixels=self.max_pixels)
+        min_side = source_side(self.predictor.meta.preprocess) if for_model else None
+        return read_image_bytes(upload.data, upload.name, max_pixels=self.max_pixels, min_side=min_side)
 
     def _prepare(self, upload: Upload) -> tuple[np.ndarray, list[str]]:
         image = self._decode(upload)
@@ -88,5 +90,7 @@ class InferenceService:
     def _explain(self, upload: Upload) -> Outcome:
         from pneumoscan.explain import explain_image, overlay_png
 
-        explanation = explain_image(self.predictor, self._decode(upload), upload.name)
+        model_image = self._decode(upload)
+        shown = self._decode(upload, for_model=False)
+        explanation = explain_image(self.predictor, shown, upload.name, model_image=model_image)
         return Outcome(explanation.prediction, heatmap_png=overlay_png(explanation, WEB_OVERLAY_SIDE))
