@@ -47,6 +47,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "default, widths 32-256": ("default", ['model.options={"stem_stride": 4, "widths": [32, 64, 128, 256]}']),
     "default, zoom 0.25": ("default", ["augment.zoom=0.25"]),
     "default, zoom 0.3, aspect": ("default", ["augment.zoom=0.3", "augment.shear=0.1"]),
+    "default, framing 0.2": ("default", ["augment.framing=0.2"]),
+    "default, framing 0.35": ("default", ["augment.framing=0.35"]),
+    "default, framing 0.35, no zoom/shift": (
+        "default",
+        ["augment.framing=0.35", "augment.zoom=0", "augment.shift=0"],
+    ),
     "default, balanced sampling": (
         "default",
         ["data.balanced_sampling=true", "train.class_weighted_loss=false"],

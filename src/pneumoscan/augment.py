@@ -2,9 +2,12 @@
 
 Input and output are float batches ``(N, C, H, W)`` in [0, 1] (before the network's own
 normalisation).  Geometry follows the notebook's Keras ``ImageDataGenerator`` (rotation, shear,
-zoom, shifts, horizontal flip, edge pixels repeated); the intensity transforms (brightness,
-contrast, gamma, blur, noise, erasing) imitate differences between X-ray sites and are off in the
-``seed`` recipe.  Every transform whose setting is 0 (or False) is left out.
+zoom, shifts, horizontal flip, edge pixels repeated).  ``framing`` imitates films framed differently
+by another site: training images are cached with a wider view than the model's centre crop
+(:func:`training_view`) and a random-resized crop picks a field of view up to ``framing`` larger or
+smaller, of a random aspect ratio and position, at the model's input size.  The intensity
+transforms (brightness, contrast, gamma, blur, noise, erasing) imitate differences between X-ray
+sites and are off in the ``seed`` recipe.  Every transform whose setting is 0 (or False) is left out.
 """
 
 from __future__ import annotations
@@ -14,14 +17,36 @@ import math
 import kornia.augmentation as K
 from torch import nn
 
-from pneumoscan.config import AugmentConfig
+from pneumoscan.config import AugmentConfig, PreprocessConfig
 
 
-def build_augmentation(cfg: AugmentConfig) -> nn.Module:
-    """Return a module that augments a batch (identity when augmentation is disabled)."""
+def training_view(preprocess: PreprocessConfig, cfg: AugmentConfig) -> PreprocessConfig:
+    """How training images are cached: with ``framing``, a centre crop up to ``framing`` wider than
+    the model's (at most the whole film), at the same pixels per unit of film; else ``preprocess``."""
+    if not (cfg.enabled and cfg.framing):
+        return preprocess
+    crop = min(1.0, preprocess.crop_fraction * (1 + cfg.framing))
+    size = round(preprocess.image_size * crop / preprocess.crop_fraction)
+    return preprocess.model_copy(update={"crop_fraction": crop, "image_size": size})
+
+
+def build_augmentation(cfg: AugmentConfig, preprocess: PreprocessConfig) -> nn.Module:
+    """Return a module that augments a batch of :func:`training_view` images to the model's input size.
+
+    Identity when augmentation is disabled.
+    """
     if not cfg.enabled:
         return nn.Identity()
     steps: list[nn.Module] = []
+    if cfg.framing:
+        side = preprocess.image_size
+        base = side / training_view(preprocess, cfg).image_size  # the model's view, share of the cached side
+        low, high = base * (1 - cfg.framing), min(1.0, base * (1 + cfg.framing))
+        steps.append(
+            K.RandomResizedCrop(
+                (side, side), scale=(low**2, high**2), ratio=(1 - cfg.framing, 1 / (1 - cfg.framing))
+            )
+        )
     if cfg.rotation or cfg.shear or cfg.zoom or cfg.shift:
         steps.append(
             K.RandomAffine(

@@ -42,6 +42,13 @@ class AugmentConfig(_Section):
     zoom: float = Field(0.2, ge=0, lt=1, description="scale drawn from [1-zoom, 1+zoom]")
     shift: float = Field(0.1, ge=0, lt=1, description="max shift as a fraction of width and height")
     hflip: bool = True
+    framing: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="random field of view: a crop of the film up to this fraction larger or smaller "
+        "than the model's centre crop, at a random aspect and position (training images are cached wider)",
+    )
     brightness: float = Field(0.0, ge=0, le=1, description="max additive brightness change")
     contrast: float = Field(0.0, ge=0, le=1, description="contrast factor drawn from [1-c, 1+c]")
     gamma: float = Field(0.0, ge=0, le=1, description="gamma drawn from [1-g, 1+2g]")

@@ -2,7 +2,9 @@
 
 Batches are ``(x, y)`` with ``x`` float32 ``(N, C, S, S)`` in [0, 1] made by
 :func:`pneumoscan.preprocess.to_model_input` and ``y`` float32 labels (1 = PNEUMONIA).
-Augmentation is applied by the LightningModule on the batch, not here.
+Augmentation is applied by the LightningModule on the batch, not here; training images are
+cached at :func:`pneumoscan.augment.training_view` (wider than the model's view when the recipe
+uses ``augment.framing``), validation images exactly as the model sees them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from pneumoscan.augment import training_view
 from pneumoscan.config import Config, PreprocessConfig
 from pneumoscan.data.cache import CachedImages, load_cached
 from pneumoscan.data.manifest import require_both_classes, scan_dataset, training_pool
@@ -46,9 +49,15 @@ def make_collate(cfg: PreprocessConfig):
     return collate
 
 
-def cached_split(frame: pd.DataFrame, cfg: Config, progress: bool = True) -> tuple[CachedImages, np.ndarray]:
-    """Cached images of ``frame``'s readable rows and their labels (unreadable files are skipped)."""
-    cached = load_cached(frame["path"].tolist(), cfg.preprocess, cfg.data.cache_dir, progress)
+def cached_split(
+    frame: pd.DataFrame, cfg: Config, progress: bool = True, view: PreprocessConfig | None = None
+) -> tuple[CachedImages, np.ndarray]:
+    """Cached images of ``frame``'s readable rows and their labels (unreadable files are skipped).
+
+    ``view``: how to prepare them, by default as the model sees them (``cfg.preprocess``).
+    """
+    view = view or cfg.preprocess
+    cached = load_cached(frame["path"].tolist(), view, cfg.data.cache_dir, progress)
     labels = frame.set_index("path").loc[cached.paths, "label"].to_numpy()
     return cached, labels
 
@@ -81,7 +90,8 @@ class XrayDataModule(L.LightningDataModule):
         for split in ("train", "val"):
             part = pool[pool["split"] == split]
             require_both_classes(part, f"{self.data_dir} ({split} split)")
-            cached, labels = cached_split(part, self.config, self.progress)
+            view = training_view(self.config.preprocess, self.config.augment) if split == "train" else None
+            cached, labels = cached_split(part, self.config, self.progress, view)
             self.skipped.update(cached.failures)
             self._sets[split] = CachedImageDataset(cached.pixels, labels)
             require_both_classes(

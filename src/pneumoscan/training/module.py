@@ -22,7 +22,7 @@ class XrayClassifier(L.LightningModule):
         self.save_hyperparameters()
         self.config = Config.from_dict(config)
         self.net = build_model(self.config.model, self.config.preprocess)
-        self.augment = build_augmentation(self.config.augment)
+        self.augment = build_augmentation(self.config.augment, self.config.preprocess)
         if self.config.train.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.pos_weight: torch.Tensor
