@@ -6,6 +6,9 @@ selection, calibration and the threshold use the validation split cut from ``tra
 the next run, so the search can be interrupted and continued.  Prints a markdown table.
 
     python benchmarks/model_search.py --data ../shared/data/kermany-224 --out runs/search [NAME ...]
+
+``--average NAME NAME ...`` instead measures an ensemble of variants already trained there: the
+mean of their calibrated probabilities on ``test-dev`` (a diagnostic of what an ensemble would give).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pneumoscan.config import CalibrationConfig, Config, recipe
@@ -67,11 +71,31 @@ def sensitivity_rule_threshold(predictor: Predictor, config: Config, train_dir: 
     return choose_threshold(predictor.probabilities(val.pixels), val.labels, rule)[0]
 
 
+def run_dir_of(out: Path, name: str) -> Path:
+    """Where variant ``name`` is trained under ``out``."""
+    return out / name.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
+
+
+def average_variants(names: list[str], data: Path, out: Path) -> dict[str, object]:
+    """Test-dev metrics of the mean calibrated probability of trained variants (each at 0.5)."""
+    frames = []
+    for name in names:
+        predictor = Predictor.load(run_dir_of(out, name) / "model.safetensors")
+        frames.append(evaluate(predictor, data / "test-dev", progress=False).predictions)
+    labels = frames[0]["label"].to_numpy()
+    probs = np.mean([frame["probability"].to_numpy() for frame in frames], axis=0)
+    metrics = binary_metrics(labels, probs, 0.5)
+    return {
+        "average of": " + ".join(names),
+        **{key: round(metrics[key], 4) for key in ("accuracy", "roc_auc", "sensitivity", "specificity")},
+    }
+
+
 def run_variant(name: str, data: Path, out: Path) -> dict[str, object]:
     """Train one variant and measure it on validation and test-dev."""
     base, overrides = VARIANTS[name]
     config = recipe(base).with_overrides(overrides)
-    run_dir = out / name.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
+    run_dir = run_dir_of(out, name)
     started = time.perf_counter()
     result = train(data / "train", run_dir, config, progress=False)
     minutes = (time.perf_counter() - started) / 60
@@ -106,7 +130,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/kermany-224"))
     parser.add_argument("--out", type=Path, default=Path("runs/search"))
     parser.add_argument("variants", nargs="*", help=f"names to run (default: all): {', '.join(VARIANTS)}")
+    parser.add_argument("--average", action="store_true", help="measure the mean of trained variants")
     args = parser.parse_args()
+    if args.average:
+        print(pd.DataFrame([average_variants(args.variants, args.data, args.out)]).to_string(index=False))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     table = args.out / "results.csv"
     done = pd.read_csv(table) if table.exists() else pd.DataFrame()

@@ -10,5 +10,6 @@ run=${2:-runs/default-$(date +%Y%m%d-%H%M%S)}
 .venv/bin/pneumoscan train --recipe default --data "$data/train" --out "$run" --quiet
 .venv/bin/pneumoscan evaluate "$run/model.safetensors" "$data/test-dev" --out "$run/test-dev" --quiet
 mkdir -p src/pneumoscan/bundled
-cp "$run/model.safetensors" src/pneumoscan/bundled/pneumoscan-default.safetensors
+cp "$run/model.safetensors" src/pneumoscan/bundled/.pneumoscan-default.safetensors.tmp
+mv src/pneumoscan/bundled/.pneumoscan-default.safetensors.tmp src/pneumoscan/bundled/pneumoscan-default.safetensors
 echo "bundled: src/pneumoscan/bundled/pneumoscan-default.safetensors (from $run)"
