@@ -394,3 +394,12 @@ def test_model_metadata_round_trip(model: Path, capfd: pytest.CaptureFixture[str
     code, out, _ = run_cli(["info", str(model)], capfd)
     assert code == 0
     assert json.loads(out) == json.loads(read_meta(model).model_dump_json())
+
+
+def test_info_shows_the_bundled_model_with_or_without_its_name(capfd: pytest.CaptureFixture[str]) -> None:
+    from pneumoscan.predict import bundled_model_path
+
+    expected = json.loads(read_meta(bundled_model_path()).model_dump_json())
+    for args in (["info"], ["info", "bundled"]):
+        code, out, _ = run_cli(args, capfd)
+        assert code == 0 and json.loads(out) == expected

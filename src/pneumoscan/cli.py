@@ -145,7 +145,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pneumoscan.evaluation.metrics import format_report
     from pneumoscan.predict import Predictor
 
-    predictor = Predictor.load(None if args.model == "bundled" else args.model, args.engine)
+    predictor = Predictor.load(_model_path(args.model), args.engine)
     result = evaluate(predictor, args.data, args.split, progress=not args.quiet)
     print(format_report(result.metrics))
     _report_skipped(result.skipped)
@@ -247,13 +247,18 @@ def _print_predictions(rows: list[dict], args: argparse.Namespace) -> None:
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="show a model file's metadata", description="Show model metadata.")
-    p.add_argument("model", nargs="?", help="model file (default: the bundled model)")
+    p.add_argument("model", nargs="?", help="model file, or 'bundled' (the default)")
+
+
+def _model_path(value: str | None) -> str | None:
+    """A model argument; ``None`` (for the bundled model) when it is missing or ``bundled``."""
+    return None if value in (None, "bundled") else value
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     from pneumoscan.predict import load_engine
 
-    model = args.model
+    model = _model_path(args.model)
     engine = "onnx" if model and model.lower().endswith(".onnx") else "torch"
     if engine == "torch":
         from pneumoscan.model_file import read_meta
@@ -284,7 +289,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from pneumoscan.export import export_onnx
     from pneumoscan.predict import bundled_model_path
 
-    out = export_onnx(bundled_model_path() if args.model == "bundled" else args.model, args.out, args.opset)
+    out = export_onnx(_model_path(args.model) or bundled_model_path(), args.out, args.opset)
     print(f"wrote {out}")
     return 0
 
