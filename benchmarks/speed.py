@@ -1,12 +1,13 @@
 """Speed of the notebook's ``seed-cnn`` against the default model, measured side by side in one run.
 
 For each model: training images/s (optimiser steps on random batches through the LightningModule's
-network, loss and augmentation), batch inference images/s (torch engine, and onnxruntime when
-``onnx`` is installed), and single-image latency from a JPEG file to a probability (median of
-repeated ``Predictor.predict_files``).  Models are untrained networks of the two recipes (speed does
-not depend on the weights).  Prints a table and the default/seed ratios.
+network, loss and augmentation), batch inference images/s (torch engine, and onnxruntime in float
+and in int8 when the export stack is installed; int8 calibrated on synthetic films), and
+single-image latency from a JPEG file to a probability (median of repeated
+``Predictor.predict_files``).  Models are untrained networks of the two recipes (speed does not
+depend on the weights).  Prints a table and the default/seed ratios.
 
-    python benchmarks/speed.py [--seconds 8] [--batch 256]
+    python benchmarks/speed.py [--seconds 8] [--batch 64 256]
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pneumoscan.augment import training_view
 from pneumoscan.config import Config, recipe
 from pneumoscan.engines.torch_engine import network_tensors
+from pneumoscan.errors import PneumoscanError
 from pneumoscan.model_file import ModelMeta, save_model
 from pneumoscan.predict import Predictor
 from pneumoscan.synthetic import synthetic_film
@@ -43,8 +46,8 @@ def train_rate(config: Config, seconds: float) -> float:
     module = XrayClassifier(config.model_dump())
     module.train()
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-4)
-    size, batch = config.preprocess.image_size, config.train.batch_size
-    x = torch.rand(batch, config.preprocess.channels, size, size)
+    size, batch = training_view(config.preprocess, config.augment).image_size, config.train.batch_size
+    x = torch.rand(batch, config.preprocess.channels, size, size)  # as cached: wider with framing
     y = torch.randint(0, 2, (batch,)).float()
 
     def step() -> int:
@@ -84,22 +87,29 @@ def latency_ms(predictor: Predictor, image: Path, repeats: int = 50) -> float:
 
 
 def engines(model: Path, work: Path) -> dict[str, Predictor]:
-    """The torch predictor, plus onnxruntime's when the export stack is installed."""
+    """The torch predictor, plus onnxruntime's (float and int8) when the export stack is installed."""
     found = {"torch": Predictor.load(model)}
     try:
         from pneumoscan.export.onnx_export import export_onnx
 
+        calibration = work / "calibration"
+        calibration.mkdir(exist_ok=True)
+        rng = np.random.default_rng(1)
+        for i in range(32):
+            Image.fromarray(synthetic_film(rng, i % 2 == 0, 224)).save(calibration / f"{i}.png")
         onnx_path = export_onnx(model, work / f"{model.stem}.onnx")
         found["onnx"] = Predictor.load(onnx_path, engine="onnx")
-    except ImportError as exc:
-        print(f"(onnx engine skipped: {exc})")
+        int8_path = export_onnx(model, work / f"{model.stem}-int8.onnx", int8_calibration=calibration)
+        found["onnx int8"] = Predictor.load(int8_path, engine="onnx")
+    except PneumoscanError as exc:
+        print(f"(onnx engines skipped: {exc})")
     return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="time per throughput measurement")
-    parser.add_argument("--batch", type=int, default=256, help="inference batch size")
+    parser.add_argument("--batch", type=int, nargs="+", default=[64, 256], help="inference batch sizes")
     args = parser.parse_args()
     torch.manual_seed(0)
     rows: dict[str, dict[str, float]] = {}
@@ -115,20 +125,21 @@ def main() -> None:
             model = save_untrained(config, work / f"{name}.safetensors")
             row = {"train img/s": train_rate(config, args.seconds)}
             for engine, predictor in engines(model, work).items():
-                row[f"infer img/s ({engine})"] = inference_rate(predictor, args.batch, args.seconds)
+                for batch in args.batch:
+                    row[f"infer img/s b{batch} ({engine})"] = inference_rate(predictor, batch, args.seconds)
                 for side, film in films.items():
                     row[f"latency ms {side}px ({engine})"] = latency_ms(predictor, film)
             rows[name] = row
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, bN: batch size N; "
         "latency: one JPEG file of that side to its probability (lower is better)"
     )
-    header = f"{'measure':<28}{'seed-cnn':>12}{'default':>12}{'default/seed':>14}"
+    header = f"{'measure':<32}{'seed-cnn':>12}{'default':>12}{'default/seed':>14}"
     print(header)
     print("-" * len(header))
     for key in rows["default"]:
         seed, default = rows["seed"].get(key, float("nan")), rows["default"][key]
-        print(f"{key:<28}{seed:>12.1f}{default:>12.1f}{default / seed:>13.2f}x")
+        print(f"{key:<32}{seed:>12.1f}{default:>12.1f}{default / seed:>13.2f}x")
 
 
 if __name__ == "__main__":

@@ -177,3 +177,48 @@ def test_missing_onnxruntime_says_what_to_install(onnx_model: Path, monkeypatch:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(PneumoscanError, match="pip install onnxruntime"):
         OnnxEngine.load(onnx_model)
+
+
+def test_int8_export_keeps_the_predictions(
+    trained_model: Path, onnx_model: Path, synthetic_data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "int8.onnx"
+    calibration = synthetic_data / "train"
+    args = ["export", str(trained_model), str(out), "--int8", str(calibration), "--calibration-images", "40"]
+    assert main(args) == 0
+    graph = onnx.load(out)
+    ops = [node.op_type for node in graph.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    first_conv = next(node for node in graph.graph.node if node.op_type == "Conv")
+    producers = {output: node.op_type for node in graph.graph.node for output in node.output}
+    assert producers.get(first_conv.input[1]) != "DequantizeLinear"  # the stem's weights stay float
+    props = {prop.key: prop.value for prop in graph.metadata_props}
+    assert props["quantization"].startswith("int8")
+
+    quantized, exact = Predictor.load(out, engine="onnx"), Predictor.load(onnx_model, engine="onnx")
+    assert quantized.meta == exact.meta
+    films = sorted((synthetic_data / "test").rglob("*.jpeg"))
+    got = np.array([p.probability for p in quantized.predict_files(films)])
+    want = np.array([p.probability for p in exact.predict_files(films)])
+    assert np.abs(got - want).max() < 0.1
+    labels = np.array([path.parent.name == "PNEUMONIA" for path in films])
+    assert np.mean((got >= 0.5) == labels) >= np.mean((want >= 0.5) == labels) - 0.05
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda root: root / "missing", "calibration folder not found"),
+        (lambda root: root, "no readable image files"),
+    ],
+    ids=["missing-folder", "no-images"],
+)
+def test_int8_calibration_errors_are_one_line(
+    make, expected: str, trained_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "broken.jpeg").write_bytes(b"\xff\xd8 truncated")
+    out = tmp_path / "int8.onnx"
+    assert main(["export", str(trained_model), str(out), "--int8", str(make(tmp_path))]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert expected in line and not out.exists()

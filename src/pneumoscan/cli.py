@@ -283,13 +283,24 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", help="ONNX file to write (.onnx)")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="export format (default: onnx)")
     p.add_argument("--opset", type=int, help="ONNX opset to target (default: the exporter's recommended one)")
+    p.add_argument(
+        "--int8",
+        metavar="FOLDER",
+        help="quantize to int8 (faster on CPUs), calibrating on films under FOLDER, e.g. the training data",
+    )
+    p.add_argument(
+        "--calibration-images", type=int, default=256, help="films used for --int8 calibration (default: 256)"
+    )
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from pneumoscan.export import export_onnx
     from pneumoscan.predict import bundled_model_path
 
-    out = export_onnx(_model_path(args.model) or bundled_model_path(), args.out, args.opset)
+    model = _model_path(args.model) or bundled_model_path()
+    out = export_onnx(
+        model, args.out, args.opset, int8_calibration=args.int8, calibration_images=args.calibration_images
+    )
     print(f"wrote {out}")
     return 0
 

@@ -7,6 +7,8 @@ Decoding, crop/resize, calibration and the threshold stay outside the graph and 
 model's :class:`~pneumoscan.model_file.ModelMeta`, stored in the ONNX ``metadata_props``.
 
 Uses the ``torch.export``-based exporter (``dynamo=True``), which needs ``onnx`` and ``onnxscript``.
+With ``int8_calibration`` the graph is then quantized to int8 (:mod:`pneumoscan.export.quantize`,
+which also needs ``onnxruntime``); the metadata then says so under ``quantization``.
 """
 
 from __future__ import annotations
@@ -33,11 +35,18 @@ CONTRACT = (
 
 
 def export_onnx(
-    model_path: str | os.PathLike[str], out_path: str | os.PathLike[str], opset: int | None = None
+    model_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    opset: int | None = None,
+    *,
+    int8_calibration: str | os.PathLike[str] | None = None,
+    calibration_images: int = 256,
 ) -> Path:
     """Export a model file to ``out_path`` (``.onnx``, written atomically); returns the path.
 
     ``opset`` is the ONNX opset to target (default: the exporter's recommended one).
+    ``int8_calibration``: a folder of films; with it the graph is quantized to int8, calibrated on
+    up to ``calibration_images`` of them.
     """
     onnx_lib = _require_exporter()
     out = Path(out_path)
@@ -47,10 +56,22 @@ def export_onnx(
     from pneumoscan.engines.torch_engine import load_network
 
     meta, net = load_network(model_path)
+    films = None
+    if int8_calibration is not None:
+        from pneumoscan.export.quantize import calibration_films
+
+        films = calibration_films(int8_calibration, meta.preprocess, calibration_images)
     model = _trace(net, meta, opset)
-    onnx_lib.helper.set_model_props(model, metadata_props(meta))
-    model.doc_string = CONTRACT
     with atomic_path(out) as tmp:
+        props = metadata_props(meta)
+        if films is not None:
+            from pneumoscan.export.quantize import QUANTIZATION, quantize_graph
+
+            quantize_graph(model, tmp, films, meta.preprocess)
+            model = onnx_lib.load(tmp)
+            props["quantization"] = QUANTIZATION
+        onnx_lib.helper.set_model_props(model, props)
+        model.doc_string = CONTRACT
         onnx_lib.save_model(model, tmp)
         onnx_lib.checker.check_model(tmp, full_check=True)
     return out
