@@ -222,3 +222,13 @@ def test_int8_calibration_errors_are_one_line(
     assert main(["export", str(trained_model), str(out), "--int8", str(make(tmp_path))]) == 2
     [line] = capsys.readouterr().err.splitlines()
     assert expected in line and not out.exists()
+
+
+def test_int8_without_onnxruntime_says_what_to_install(
+    trained_model: Path, synthetic_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime.quantization", None)
+    out = tmp_path / "int8.onnx"
+    with pytest.raises(PneumoscanError, match=r"pip install 'pneumoscan\[onnx\]'"):
+        export_onnx(trained_model, out, int8_calibration=synthetic_data / "train", calibration_images=4)
+    assert not out.exists()

@@ -57,8 +57,12 @@ def calibration_films(folder: str | os.PathLike[str], cfg: PreprocessConfig, cou
 def quantize_graph(model: onnx.ModelProto, out: Path, films: np.ndarray, cfg: PreprocessConfig) -> None:
     """Write the int8 version of the float graph ``model`` to ``out``, calibrated on prepared ``films``."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError:
+        raise PneumoscanError("int8 export needs onnxruntime: pip install 'pneumoscan[onnx]'") from None
 
     class Batches(CalibrationDataReader):
         def __init__(self) -> None:
