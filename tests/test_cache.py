@@ -174,20 +174,32 @@ def rebuild_from_scratch(paths: list[str], cache_dir: Path) -> None:
     cache._rebuild(store, CFG, {}, abs_paths, {p: cache._stat(p) for p in abs_paths}, progress=False)
 
 
+def lose_the_race_after(
+    monkeypatch: pytest.MonkeyPatch, step: str, films: list[str], cache_dir: Path
+) -> list[bool]:
+    """Make another process rebuild the whole store just after ``cache.<step>`` first returns.
+
+    Returns a list that holds ``True`` once the race has happened.
+    """
+    real = getattr(cache, step)
+    raced: list[bool] = []
+
+    def then_lose_the_race(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
+        if not raced:
+            raced.append(True)
+            rebuild_from_scratch(films, cache_dir)
+        return result
+
+    monkeypatch.setattr(cache, step, then_lose_the_race)
+    return raced
+
+
 def test_store_replaced_by_another_process_after_our_build(
     films: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = cache._rebuild
-    raced: list[bool] = []
-
-    def rebuild_then_lose_the_race(*args: Any, **kwargs: Any) -> dict:
-        index = real(*args, **kwargs)
-        if not raced:  # the other process finishes just after us and deletes our pixel file
-            raced.append(True)
-            rebuild_from_scratch(films, tmp_path / "cache")
-        return index
-
-    monkeypatch.setattr(cache, "_rebuild", rebuild_then_lose_the_race)
+    # the other process finishes just after us and deletes our pixel file
+    raced = lose_the_race_after(monkeypatch, "_rebuild", films, tmp_path / "cache")
     result = load_cached(films, CFG, tmp_path / "cache", progress=False)
     assert raced and result.paths == films
     assert_aligned(result)
@@ -197,17 +209,8 @@ def test_store_replaced_by_another_process_after_we_read_its_index(
     films: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     load_cached(films[:4], CFG, tmp_path / "cache", progress=False)
-    real = cache._read_index
-    raced: list[bool] = []
-
-    def read_then_lose_the_race(*args: Any) -> dict:
-        index = real(*args)
-        if not raced:  # the store this index points at is replaced before we open its pixels
-            raced.append(True)
-            rebuild_from_scratch(films, tmp_path / "cache")
-        return index
-
-    monkeypatch.setattr(cache, "_read_index", read_then_lose_the_race)
+    # the store this index points at is replaced before we open its pixels
+    raced = lose_the_race_after(monkeypatch, "_read_index", films, tmp_path / "cache")
     result = load_cached(films, CFG, tmp_path / "cache", progress=False)
     assert raced and result.paths == films
     assert_aligned(result)
