@@ -180,13 +180,13 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 def collect_images(inputs: Sequence[str]) -> list[str]:
     """Expand folders into their image files (sorted); files are kept as given."""
-    from pneumoscan.data.imageio import is_image_file
+    from pneumoscan.data.imageio import find_image_files
 
     paths: list[str] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(str(p) for p in path.rglob("*") if p.is_file() and is_image_file(p))
+            found = sorted(str(p) for p in find_image_files(path))
             if not found:
                 print(f"pneumoscan: warning: {item}: no image files in this folder", file=sys.stderr)
             paths.extend(found)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +73,11 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
     """
     name = Path(path).name
     return not name.startswith(".") and Path(name).suffix.lower() in SUPPORTED_SUFFIXES
+
+
+def find_image_files(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """The files under ``folder`` (recursively, in no particular order) that :func:`is_image_file` accepts."""
+    return (path for path in Path(folder).rglob("*") if path.is_file() and is_image_file(path))
 
 
 def read_image(

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pneumoscan.data.imageio import is_image_file
+from pneumoscan.data.imageio import find_image_files
 from pneumoscan.errors import DataError
 
 CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
@@ -66,8 +66,7 @@ def scan_dataset(root: str | Path) -> pd.DataFrame:
         (str(path), split, label, CLASS_NAMES[label], patient_id(path.name))
         for split, classes in splits.items()
         for label, folder in classes.items()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and is_image_file(path)
+        for path in sorted(find_image_files(folder))
     ]
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:

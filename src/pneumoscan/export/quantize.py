@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pneumoscan.config import PreprocessConfig
-from pneumoscan.data.imageio import is_image_file
+from pneumoscan.data.imageio import find_image_files
 from pneumoscan.engines.onnx_engine import INPUT
 from pneumoscan.errors import ImageReadError, PneumoscanError
 from pneumoscan.preprocess import load_prepared, to_model_input
@@ -41,7 +41,7 @@ def calibration_films(folder: str | os.PathLike[str], cfg: PreprocessConfig, cou
         raise PneumoscanError(f"{count} calibration images: use at least 1 (a few hundred is best)")
     if not root.is_dir():
         raise PneumoscanError(f"{root}: calibration folder not found; pass a folder of films")
-    paths = sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
+    paths = sorted(find_image_files(root))
     picked = [paths[round(i)] for i in np.linspace(0, max(len(paths) - 1, 0), min(count, len(paths)))]
     films = []
     for path in picked:
