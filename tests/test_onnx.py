@@ -206,20 +206,26 @@ def test_int8_export_keeps_the_predictions(
 
 
 @pytest.mark.parametrize(
-    ("make", "expected"),
+    ("make", "extra", "expected"),
     [
-        (lambda root: root / "missing", "calibration folder not found"),
-        (lambda root: root, "no readable image files"),
+        (lambda root: root / "missing", [], "calibration folder not found"),
+        (lambda root: root, [], "no readable image files"),
+        (lambda root: root, ["--calibration-images", "0"], "use at least 1"),
     ],
-    ids=["missing-folder", "no-images"],
+    ids=["missing-folder", "no-images", "zero-images"],
 )
 def test_int8_calibration_errors_are_one_line(
-    make, expected: str, trained_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    make,
+    extra: list[str],
+    expected: str,
+    trained_model: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     (tmp_path / "notes.txt").write_text("not an image")
     (tmp_path / "broken.jpeg").write_bytes(b"\xff\xd8 truncated")
     out = tmp_path / "int8.onnx"
-    assert main(["export", str(trained_model), str(out), "--int8", str(make(tmp_path))]) == 2
+    assert main(["export", str(trained_model), str(out), "--int8", str(make(tmp_path)), *extra]) == 2
     [line] = capsys.readouterr().err.splitlines()
     assert expected in line and not out.exists()
 
