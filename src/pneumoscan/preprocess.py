@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from pneumoscan.config import PreprocessConfig
-from pneumoscan.data.imageio import DecodedImage, read_image
+from pneumoscan.data.imageio import DecodedImage, read_image, read_image_bytes
 
 
 def prepare(image: DecodedImage | np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
@@ -49,6 +49,11 @@ def source_side(cfg: PreprocessConfig) -> int:
 def read_for_model(path: str | os.PathLike[str], cfg: PreprocessConfig) -> DecodedImage:
     """Decode a file the way every model-input path does (``read_image`` with ``min_side=source_side``)."""
     return read_image(path, min_side=source_side(cfg))
+
+
+def read_bytes_for_model(data: bytes, name: str, cfg: PreprocessConfig) -> DecodedImage:
+    """:func:`read_for_model` of a file held in memory (e.g. retrieved from an archive)."""
+    return read_image_bytes(data, name, min_side=source_side(cfg))
 
 
 def load_prepared(path: str | os.PathLike[str], cfg: PreprocessConfig) -> np.ndarray:
