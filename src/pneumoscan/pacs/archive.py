@@ -48,7 +48,7 @@ class Archive:
         for modality in modalities:
             filters = {"StudyDate": f"{since:%Y%m%d}-", "ModalitiesInStudy": modality}
             with self._errors("search for studies"):
-                found = self.client.search_for_studies(search_filters=filters, get_remaining=True)
+                found = self.client.search_for_studies(search_filters=filters)
             for study in map(Dataset.from_json, found):
                 studies.setdefault(str(study.StudyInstanceUID), study)
         return sorted(uid for uid, study in studies.items() if _study_start(study) >= since)
@@ -57,7 +57,7 @@ class Archive:
         """QIDO-RS headers (UIDs, modality, series description) of the instances of one study."""
         fields = ["Modality", "SeriesDescription", "SOPClassUID", "InstanceNumber"]
         with self._errors(f"list study {study_uid}"):
-            found = self.client.search_for_instances(study_uid, fields=fields, get_remaining=True)
+            found = self.client.search_for_instances(study_uid, fields=fields)
         if not found:
             raise ArchiveError(f"{self.url}: study {study_uid} not found; check the Study Instance UID")
         return [Dataset.from_json(item) for item in found]
