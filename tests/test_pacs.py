@@ -305,3 +305,26 @@ def test_predict_dicom_out_writes_valid_sr_and_capture(
     # The same film and model give the same files: a second run replaces them.
     assert main(args) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{d.SOPInstanceUID}.dcm" for d in written)
+
+
+def test_sr_of_a_refused_film_says_not_judged(trained_model: Path, tmp_path: Path) -> None:
+    from pneumoscan.pacs.results import result_sr
+    from pneumoscan.predict import Prediction, Predictor
+
+    meta = Predictor.load(trained_model).meta
+    source = pydicom.dcmread(_film(tmp_path / "knee.dcm", False, study_header(generate_uid(), 1)))
+    prediction = Prediction("knee.dcm", threshold=meta.threshold)
+    prediction.refused, prediction.refusal_reason = True, "not a chest film"  # the refusal gate's fields
+    report = result_sr(source, prediction, meta)
+    texts, codes = [], []
+
+    def walk(items) -> None:
+        for item in items:
+            texts.append(str(item.get("TextValue", "")))
+            codes.extend(str(c.CodeMeaning) for c in item.get("ConceptCodeSequence", []))
+            walk(item.get("ContentSequence", []))
+
+    walk(report.ContentSequence)
+    assert "not judged: not a chest film" in texts and "Indeterminate" in codes
+    assert PROBABILITY not in _numbers(report) and THRESHOLD in _numbers(report)
+    assert _dciodvfy_errors(report, tmp_path) == []

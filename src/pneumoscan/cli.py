@@ -336,7 +336,12 @@ def cmd_pacs(args: argparse.Namespace) -> int:
                 print(f"pneumoscan: skipped {result.error}", file=sys.stderr)
     _write_table([r.as_dict() for r in results], args)
     failed = sum(1 for r in results if r.error)
-    print(f"pneumoscan: {len(results)} instances, {failed} skipped", file=sys.stderr)
+    stored = sum(1 for r in results if r.status.startswith("stored"))
+    print(
+        f"pneumoscan: {len(results)} instances: {stored} stored, "
+        f"{len(results) - stored - failed} already stored, {failed} skipped",
+        file=sys.stderr,
+    )
     return 2 if results and failed == len(results) else 0
 
 
