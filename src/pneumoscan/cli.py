@@ -215,6 +215,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise PneumoscanError("no images to predict; pass image files or folders")
     if args.heatmaps and not args.dicom_out:
         raise PneumoscanError("--heatmaps adds heat maps to --dicom-out; give --dicom-out DIR too")
+    _check_heatmaps(args)
     predictor = Predictor.load(model, args.engine)
     if args.explain:
         from pneumoscan.explain import explain_files
@@ -303,6 +304,11 @@ def _add_pacs(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--json", action="store_true", help="print JSON lines")
 
 
+def _check_heatmaps(args: argparse.Namespace) -> None:
+    if args.heatmaps and args.engine == "onnx":
+        raise PneumoscanError("--heatmaps needs the torch engine (a .safetensors model, not --engine onnx)")
+
+
 def _since(value: str):
     from datetime import datetime
 
@@ -317,6 +323,7 @@ def cmd_pacs(args: argparse.Namespace) -> int:
     from pneumoscan.pacs.run import process_study
     from pneumoscan.predict import Predictor
 
+    _check_heatmaps(args)
     password = args.password if args.password is not None else os.environ.get("PNEUMOSCAN_PACS_PASSWORD")
     archive = Archive(args.url, args.user, password)
     if args.since:
