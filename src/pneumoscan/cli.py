@@ -176,6 +176,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--csv", metavar="FILE", help="write a CSV table ('-' for stdout)")
     out.add_argument("--json", action="store_true", help="print JSON lines")
     p.add_argument("--explain", metavar="OUT_DIR", help="write a heat-map overlay PNG per image into OUT_DIR")
+    p.add_argument(
+        "--no-refuse",
+        action="store_true",
+        help="label images the model would refuse too (they stay marked out of distribution)",
+    )
 
 
 def collect_images(inputs: Sequence[str]) -> list[str]:
@@ -196,7 +201,7 @@ def collect_images(inputs: Sequence[str]) -> list[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from pneumoscan.predict import Predictor
+    from pneumoscan.predict import NO_GATE, Predictor
 
     inputs = list(args.inputs)
     model = args.model
@@ -205,7 +210,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     paths = collect_images(inputs)
     if not paths:
         raise PneumoscanError("no images to predict; pass image files or folders")
-    predictor = Predictor.load(model, args.engine)
+    predictor = Predictor.load(model, args.engine, refuse=not args.no_refuse)
+    if predictor.meta.gate is None:
+        print(f"pneumoscan: note: {NO_GATE}", file=sys.stderr)
     if args.explain:
         from pneumoscan.explain import explain_files
 
@@ -220,6 +227,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"pneumoscan: skipped {r.error}", file=sys.stderr)
     if failed:
         print(f"pneumoscan: {len(failed)} of {len(results)} files skipped", file=sys.stderr)
+    outside = sum(r.out_of_distribution for r in results)
+    if outside:
+        what = "refused" if predictor.refuse else "judged anyway (--no-refuse)"
+        print(
+            f"pneumoscan: {outside} of {len(results)} images are not chest films the model can judge: {what}",
+            file=sys.stderr,
+        )
     return 0 if len(failed) < len(results) else 2
 
 
@@ -241,8 +255,12 @@ def _print_predictions(rows: list[dict], args: argparse.Namespace) -> None:
     else:
         ok = table[table["error"] == ""]
         for row in ok.itertuples():
-            note = f"  ! {row.warnings}" if row.warnings else ""
-            print(f"{row.probability:8.4f}  {row.label:<9}  {row.path}{note}")
+            notes = [f"out of distribution: {row.refusal_reason}"] if row.out_of_distribution else []
+            notes += [row.warnings] if row.warnings else []
+            note = "".join(f"  ! {n}" for n in notes)
+            probability = "       -" if pd.isna(row.probability) else f"{row.probability:8.4f}"
+            label = "REFUSED" if row.refused else row.label
+            print(f"{probability}  {label:<9}  {row.path}{note}")
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
@@ -256,7 +274,7 @@ def _model_path(value: str | None) -> str | None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from pneumoscan.predict import load_engine
+    from pneumoscan.predict import NO_GATE, load_engine
 
     model = _model_path(args.model)
     engine = "onnx" if model and model.lower().endswith(".onnx") else "torch"
@@ -268,6 +286,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         meta = load_engine(model, "onnx").meta
     print(meta.model_dump_json(indent=2))
+    if meta.gate is None:
+        print(f"gate: none ({NO_GATE})")
+    else:
+        print(f"gate: refuses when ood_score > {meta.gate.threshold:.4f} ({meta.gate.rule})")
     return 0
 
 

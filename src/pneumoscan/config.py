@@ -74,6 +74,31 @@ class ModelConfig(_Section):
 
     architecture: str = "seed-cnn"
     options: dict[str, Any] = Field(default_factory=dict)
+    gate: bool = Field(
+        False,
+        description="add the 'frontal chest film?' gate head that refuses images the model cannot judge",
+    )
+
+
+class GateConfig(_Section):
+    """How the gate head (``model.gate``) is trained and where its refusal threshold is set."""
+
+    negatives: list[str] = Field(
+        default_factory=list, description="folders of real non-chest images (e.g. other body parts' X-rays)"
+    )
+    generated_negatives: int = Field(
+        3000, ge=0, description="procedurally generated non-chest images (noise, text, charts, shapes, ...)"
+    )
+    negative_fraction: float = Field(
+        0.25, ge=0, le=1, description="negatives added per chest film in a batch"
+    )
+    loss_weight: float = Field(0.5, ge=0, description="weight of the gate's loss next to the classifier's")
+    max_refused: float = Field(
+        0.01, ge=0, lt=0.5, description="share of validation chest films the refusal threshold may refuse"
+    )
+    min_threshold: float = Field(
+        0.5, gt=0, lt=1, description="lowest refusal threshold on the out-of-distribution score"
+    )
 
 
 class TrainConfig(_Section):
@@ -123,6 +148,7 @@ class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
 
     def to_json(self) -> str:
         """Serialise to indented JSON."""
@@ -180,7 +206,7 @@ def _first_error(exc: ValidationError) -> str:
 
 def seed_recipe() -> Config:
     """The original Keras notebook: 224 px RGB, ``seed-cnn``, Adam 3e-5, plateau LR, early stopping."""
-    return Config(recipe="seed")
+    return Config(recipe="seed", model=ModelConfig(gate=True))
 
 
 def default_recipe() -> Config:
@@ -204,7 +230,7 @@ def default_recipe() -> Config:
         ),
         data=DataConfig(val_fraction=0.1),
         model=ModelConfig(
-            architecture="pneumo-resnet", options={"stem_stride": 4, "widths": [24, 48, 96, 192]}
+            architecture="pneumo-resnet", options={"stem_stride": 4, "widths": [24, 48, 96, 192]}, gate=True
         ),
         train=TrainConfig(
             optimizer="adamw",

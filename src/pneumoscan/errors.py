@@ -17,3 +17,14 @@ class DataError(PneumoscanError):
 
 class ModelFileError(PneumoscanError):
     """A model file is missing, damaged, or not a pneumoscan model."""
+
+
+class InputRefusedError(ImageReadError):
+    """An image whose header says the model cannot judge it (e.g. a CT, a lateral view).
+
+    ``reason`` is the refusal reason without the file name.
+    """
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: refused: {reason}")
+        self.reason = reason

@@ -29,7 +29,7 @@ from torch import nn
 from pneumoscan.atomic import atomic_write_bytes
 from pneumoscan.data.imageio import DecodedImage, read_image
 from pneumoscan.engines.torch_engine import TorchEngine
-from pneumoscan.errors import ImageReadError, PneumoscanError
+from pneumoscan.errors import ImageReadError, InputRefusedError, PneumoscanError
 from pneumoscan.predict import Prediction, Predictor
 from pneumoscan.preprocess import crop_box, prepare, read_for_model, to_model_input
 
@@ -97,17 +97,18 @@ def explain_image(
 
 def explain_file(predictor: Predictor, path: str | os.PathLike[str]) -> Explanation:
     """:func:`explain_image` of a file: full resolution for the overlay, model input as in prediction."""
-    model_image = read_for_model(path, predictor.meta.preprocess)
-    return explain_image(predictor, read_image(path), str(path), model_image=model_image)
+    model_image = read_for_model(path, predictor.meta.preprocess, accept_refused=not predictor.refuse)
+    return explain_image(predictor, read_image(path, accept_refused=True), str(path), model_image=model_image)
 
 
 def explain_files(
     predictor: Predictor, paths: Iterable[str | os.PathLike[str]], out_dir: str | Path
 ) -> list[Prediction]:
-    """Predict files and write ``OUT_DIR/<stem>_heatmap.png`` for each readable one.
+    """Predict files and write ``OUT_DIR/<stem>_heatmap.png`` for each readable one the model does not refuse.
 
     Predictions come back in the input order with ``heatmap_path`` set; unreadable files come back
-    with ``error`` set, as from :meth:`Predictor.predict_files`.  Repeated stems get ``-2``, ``-3``...
+    with ``error`` set, as from :meth:`Predictor.predict_files`; refused images get no heat map (with
+    a predictor made with ``refuse=False`` they get one).  Repeated stems get ``-2``, ``-3``...
     """
     _network(predictor)  # refuse an ONNX predictor before reading anything
     out = _output_dir(Path(out_dir))
@@ -116,8 +117,14 @@ def explain_files(
     for path in paths:
         try:
             explanation = explain_file(predictor, path)
+        except InputRefusedError as exc:
+            results.append(Prediction.of_refused_file(str(path), exc))
+            continue
         except ImageReadError as exc:
             results.append(Prediction(str(path), error=str(exc)))
+            continue
+        if explanation.prediction.refused:
+            results.append(explanation.prediction)
             continue
         target = out / _unique_name(Path(path).stem, used)
         _write(target, overlay_png(explanation))

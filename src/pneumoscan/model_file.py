@@ -31,8 +31,23 @@ FORMAT_VERSION = 1
 _KEY = "pneumoscan"
 
 
+class GateMeta(BaseModel):
+    """The out-of-distribution gate of a model: how its score is read and where it refuses.
+
+    ``ood_score = 1 - sigmoid(gate logit)`` is the gate head's belief that an image is not a frontal
+    chest film like the training films; an image is refused when ``ood_score > threshold``.
+    """
+
+    threshold: float = Field(gt=0, lt=1)
+    rule: str
+    validation: dict[str, Any] = Field(default_factory=dict)
+
+
 class ModelMeta(BaseModel):
-    """Everything needed to rebuild, run and describe a trained model."""
+    """Everything needed to rebuild, run and describe a trained model.
+
+    ``gate`` is None for models without an out-of-distribution gate (files made before it existed).
+    """
 
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
@@ -47,6 +62,7 @@ class ModelMeta(BaseModel):
     package_version: str = ""
     created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     name: str = ""
+    gate: GateMeta | None = None
 
     def model_id(self) -> str:
         """Short human-readable identity: name or architecture, and creation time."""

@@ -20,8 +20,13 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from pneumoscan.augment import training_view
 from pneumoscan.config import Config, PreprocessConfig
 from pneumoscan.data.cache import CachedImages, load_cached
+from pneumoscan.data.imageio import find_image_files
 from pneumoscan.data.manifest import require_both_classes, scan_dataset, training_pool
+from pneumoscan.data.negatives import GENERATORS, generate_negatives
+from pneumoscan.errors import DataError
 from pneumoscan.preprocess import to_model_input
+
+GENERATOR_NAMES = list(GENERATORS)
 
 
 class CachedImageDataset(Dataset):
@@ -98,6 +103,39 @@ class XrayDataModule(L.LightningDataModule):
                 pd.DataFrame({"label": labels}), f"{self.data_dir} ({split}, readable files)"
             )
         self.manifest = pool.assign(readable=~pool["path"].isin(self.skipped))
+
+    def negative_bank(self) -> np.ndarray:
+        """Non-chest images for training the gate, ``(N, S, S)`` uint8 at the training view's size:
+        ``gate.generated_negatives`` generated ones and the training part of the ``gate.negatives``
+        folders (see :meth:`validation_negatives`)."""
+        view = training_view(self.config.preprocess, self.config.augment)
+        generated = generate_negatives(
+            self.config.gate.generated_negatives, view.image_size, self.config.train.seed
+        )
+        return np.concatenate([generated, self._real_negatives("train", view)])
+
+    def validation_negatives(self) -> dict[str, np.ndarray]:
+        """Held-out non-chest images by kind (a fifth as many as the bank, at least 10 per kind,
+        generated with another seed, and every fifth file of the ``gate.negatives`` folders), as the
+        model sees them, for measuring the gate."""
+        side = self.config.preprocess.image_size
+        count = max(10 * len(GENERATOR_NAMES), self.config.gate.generated_negatives // 5)
+        generated = generate_negatives(count, side, self.config.train.seed + 10_000)
+        kinds = {name: generated[i :: len(GENERATOR_NAMES)] for i, name in enumerate(GENERATOR_NAMES)}
+        real = self._real_negatives("val", self.config.preprocess)
+        return {**kinds, "real (gate.negatives folders)": real} if len(real) else kinds
+
+    def _real_negatives(self, split: str, view: PreprocessConfig) -> np.ndarray:
+        paths: list[str] = []
+        for folder in self.config.gate.negatives:
+            if not Path(folder).is_dir():
+                raise DataError(f"{folder}: negatives folder not found (gate.negatives); fix the path")
+            files = sorted(str(p) for p in find_image_files(folder))
+            paths += [p for i, p in enumerate(files) if (i % 5 == 4) == (split == "val")]
+        if not paths:
+            return np.zeros((0, view.image_size, view.image_size), np.uint8)
+        cached = load_cached(paths, view, self.config.data.cache_dir, self.progress)
+        return np.asarray(cached.pixels)
 
     def class_counts(self) -> tuple[int, int]:
         """Number of NORMAL and PNEUMONIA images in the training split."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pneumoscan.atomic import atomic_write_text
@@ -57,18 +58,36 @@ def evaluate(
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> Evaluation:
-    """Predict every image of ``split`` of ``data_dir`` and compute metrics at the model's threshold."""
+    """Predict every image of ``split`` of ``data_dir`` and compute metrics at the model's threshold.
+
+    Images the model's gate refuses (when ``predictor.refuse``) are counted (``refused`` in the
+    metrics and a column of the predictions) and left out of the metrics, which measure the rest.
+    """
     frame = evaluation_split(scan_dataset(data_dir), split)
     cached = load_cached(frame["path"].tolist(), predictor.meta.preprocess, cache_dir, progress)
     if not cached.paths:
         raise DataError(f"{data_dir}: none of the {len(frame)} images could be read")
     rows = frame.set_index("path").loc[cached.paths].reset_index()
-    probabilities = predictor.probabilities(cached.pixels)
+    scores = predictor.scores(cached.pixels)
+    probabilities, ood = scores[:, 0], scores[:, 1]
+    gate = predictor.meta.gate
+    refused = (ood > gate.threshold) if gate is not None and predictor.refuse else np.zeros(len(ood), bool)
     predictions = rows.assign(
         probability=probabilities,
         predicted=(probabilities >= predictor.threshold).astype(int),
+        ood_score=ood,
+        refused=refused,
     )
-    metrics = binary_metrics(predictions["label"].to_numpy(), probabilities, predictor.threshold)
+    judged = predictions[~refused]
+    if judged.empty:
+        raise DataError(
+            f"{data_dir}: the model refused all {len(rows)} images as not chest films it can judge"
+        )
+    metrics = binary_metrics(
+        judged["label"].to_numpy(), judged["probability"].to_numpy(), predictor.threshold
+    )
+    metrics["refused"] = int(refused.sum())
+    metrics["refused_fraction"] = round(float(refused.mean()), 4)
     metrics["model"] = predictor.meta.model_id()
     metrics["data"] = str(data_dir)
     metrics["split"] = str(rows["split"].iloc[0])

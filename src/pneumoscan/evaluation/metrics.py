@@ -54,8 +54,10 @@ def format_report(metrics: dict[str, Any]) -> str:
         value = metrics.get(key)
         return "n/a" if value is None else f"{value:.4f}"
 
+    refused = metrics.get("refused")
     lines = [
-        f"images {metrics['images']}  threshold {metrics['threshold']:.3f}",
+        f"images {metrics['images']}  threshold {metrics['threshold']:.3f}"
+        + (f"  (measured after {refused} images refused as out of distribution)" if refused else ""),
         f"accuracy {num('accuracy')}  ROC-AUC {num('roc_auc')}  loss {num('loss')}  ECE {num('ece')}",
         f"sensitivity {num('sensitivity')}  specificity {num('specificity')}",
         "",

@@ -44,6 +44,7 @@ from pneumoscan.hardware import lightning_precision
 from pneumoscan.model_file import ModelMeta, save_model
 from pneumoscan.predict import Predictor
 from pneumoscan.training.calibration import choose_threshold, fit_temperature
+from pneumoscan.training.gate import choose_gate
 from pneumoscan.training.module import XrayClassifier
 
 MODEL_FILE = "model.safetensors"
@@ -234,21 +235,28 @@ def _history(run_dir: Path) -> pd.DataFrame:
 def _finish(
     run_dir: Path, module: XrayClassifier, data: XrayDataModule, config: Config, metrics: dict[str, Any]
 ) -> Path:
-    """Calibrate on validation, measure it, and write the model file and summary."""
+    """Calibrate on validation, set the gate's threshold, measure both, write the model file and summary."""
     meta = ModelMeta(model=config.model, preprocess=config.preprocess, config=config)
-    engine = TorchEngine(meta, module.net.cpu().float(), config.train.precision)
+    predictor = Predictor(TorchEngine(meta, module.net.cpu().float(), config.train.precision))
     val = data.dataset("val")
-    logits = Predictor(engine).logits(np.asarray(val.pixels))
+    logits, gate_logits = predictor.outputs(np.asarray(val.pixels))
     temperature = fit_temperature(logits, val.labels) if config.calibration.temperature_scaling else 1.0
     probs = 1.0 / (1.0 + np.exp(-logits / temperature))
     threshold, rule = choose_threshold(probs, val.labels, config.calibration)
     metrics["validation"] = binary_metrics(val.labels.astype(int), probs, threshold)
+    gate = None
+    if gate_logits is not None:
+        negatives = {
+            name: predictor.scores(images)[:, 1] for name, images in data.validation_negatives().items()
+        }
+        gate = choose_gate(1.0 / (1.0 + np.exp(gate_logits)), negatives, config.gate)
     meta = meta.model_copy(
         update={
             "threshold": threshold,
             "threshold_rule": rule,
             "temperature": temperature,
             "metrics": metrics,
+            "gate": gate,
         }
     )
     path = save_model(run_dir / MODEL_FILE, network_tensors(module.net), meta)

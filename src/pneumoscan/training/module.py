@@ -1,4 +1,12 @@
-"""The LightningModule: network, augmentation, loss, metrics, optimiser and LR schedule."""
+"""The LightningModule: network, augmentation, loss, metrics, optimiser and LR schedule.
+
+With a gate head (``model.gate``), every training batch of chest films is joined by non-chest
+images: ``gate.negative_fraction`` of the batch drawn from the data module's negative bank
+(augmented like the films), and half as many chest films of the batch made unjudgeable (inverted,
+turned on their side or upside down, or a tiny zoomed crop).  The gate learns "chest film" (1)
+against those (0) with its own BCE, weighted by ``gate.loss_weight``; the classifier's loss sees the
+chest films only.
+"""
 
 from __future__ import annotations
 
@@ -27,21 +35,39 @@ class XrayClassifier(L.LightningModule):
             self.net = self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.pos_weight: torch.Tensor
         self.register_buffer("pos_weight", torch.tensor([pos_weight if pos_weight else 1.0]))
+        self.negatives: torch.Tensor | None = None
         self.train_acc = BinaryAccuracy()
         self.val_acc = BinaryAccuracy()
         self.val_auc = BinaryAUROC()
 
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.config.train.channels_last else x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.config.train.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x)
+        return self.net(self._layout(x))
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.net.gate is not None and self.negatives is None:
+            self.negatives = torch.from_numpy(self.trainer.datamodule.negative_bank())  # type: ignore[attr-defined]
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         x, y = batch
         if self.trainer is not None and self.trainer.training:
             with torch.no_grad():
+                count = round(len(y) * self.config.gate.negative_fraction)
+                gated = self.net.gate is not None and self.negatives is not None and count > 0
+                if gated:
+                    x = torch.cat([x, self._bank_sample(count, x)])
                 x = self.augment(x)
+                if gated:
+                    x = torch.cat([x, unjudgeable(x[: len(y)], max(1, count // 2))])
         return x, y
+
+    def _bank_sample(self, count: int, like: torch.Tensor) -> torch.Tensor:
+        assert self.negatives is not None
+        rows = self.negatives[torch.randint(len(self.negatives), (count,))]
+        images = rows.to(like.device, like.dtype).div_(255.0).unsqueeze(1)
+        return images.expand(-1, like.shape[1], -1, -1).contiguous()
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         smoothing = self.config.train.label_smoothing
@@ -50,8 +76,16 @@ class XrayClassifier(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        logits = self(x)
-        loss = self._loss(logits, y)
+        if len(x) == len(y):
+            logits = self(x)
+            loss = self._loss(logits, y)
+        else:
+            all_logits, gate_logits = self.net.forward_with_gate(self._layout(x))
+            logits = all_logits[: len(y)]
+            is_chest = (torch.arange(len(x), device=x.device) < len(y)).float()
+            gate_loss = F.binary_cross_entropy_with_logits(gate_logits.float(), is_chest)
+            loss = self._loss(logits, y) + self.config.gate.loss_weight * gate_loss
+            self.log("train_gate_loss", gate_loss, on_step=False, on_epoch=True, sync_dist=True)
         self.train_acc(logits.float().sigmoid(), y.int())
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
@@ -81,3 +115,23 @@ class XrayClassifier(L.LightningModule):
             optimizer, factor=cfg.plateau_factor, patience=cfg.plateau_patience
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss"}}
+
+
+def unjudgeable(films: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` chest films of a batch made into images the model must refuse: inverted (negative
+    polarity), turned by 90, 180 or 270 degrees, or a zoomed crop of a fifth to a third of the side."""
+    side = films.shape[-1]
+    out = []
+    for index in torch.randint(len(films), (count,)).tolist():
+        film = films[index]
+        kind = int(torch.randint(3, ()))
+        if kind == 0:
+            out.append(1.0 - film)
+        elif kind == 1:
+            out.append(torch.rot90(film, int(torch.randint(1, 4, ())), dims=(1, 2)))
+        else:
+            crop = int(torch.randint(side // 5, side // 3 + 1, ()))
+            top, left = torch.randint(side - crop + 1, (2,)).tolist()
+            patch = film[None, :, top : top + crop, left : left + crop]
+            out.append(F.interpolate(patch, size=(side, side), mode="bilinear", align_corners=False)[0])
+    return torch.stack(out)

@@ -87,6 +87,21 @@ function renderResult(result) {
     figure.hidden = true;
     return card;
   }
+  if (result.refused) {
+    const refusal = card.querySelector(".refusal");
+    refusal.hidden = false;
+    refusal.querySelector(".refusal-title").textContent = "Not a chest X-ray this model can judge";
+    refusal.querySelector(".refusal-reason").textContent = result.refusal_reason;
+    card.querySelector(".verdict").hidden = true;
+    card.querySelector(".meter").hidden = true;
+    figure.hidden = true;
+    return card;
+  }
+  if (result.out_of_distribution) {
+    const item = document.createElement("li");
+    item.textContent = `Out of distribution (judged anyway): ${result.refusal_reason}`;
+    card.querySelector(".warnings").append(item);
+  }
   card.querySelector(".probability").textContent = percent(result.probability);
   const label = card.querySelector(".label");
   label.textContent = result.label;
