@@ -71,6 +71,8 @@ def test_upload_shows_probability_and_heatmap(server_url: str, tmp_path: Path) -
 
     image = tmp_path / "chest.png"
     Image.fromarray(synthetic_film(np.random.default_rng(3), True, size=256)).save(image)
+    photo = tmp_path / "holiday.png"
+    Image.fromarray(np.random.default_rng(4).integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(photo)
     foreign: list[str] = []
     problems: list[str] = []
 
@@ -100,6 +102,12 @@ def test_upload_shows_probability_and_heatmap(server_url: str, tmp_path: Path) -
             expect(overlay).to_be_visible()
             assert overlay.evaluate("img => img.complete && img.naturalWidth") == 256
             assert "chest.png" in result.locator(".name").inner_text()
+            page.set_input_files("#file", photo)
+            refusal = page.locator(".result .refusal").first
+            expect(refusal.locator(".refusal-title")).to_have_text(
+                "Not a chest X-ray this model can judge", timeout=30_000
+            )
+            expect(refusal.locator(".refusal-reason")).to_contain_text("colour")
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=SCREENSHOT, full_page=True)
         finally:

@@ -75,11 +75,11 @@ def _check_graph(session: Any, meta: ModelMeta, path: Path) -> None:
     inputs, outputs = session.get_inputs(), session.get_outputs()
     side = meta.preprocess.image_size
     expected = [meta.preprocess.channels, side, side]
-    expected_outputs = [OUTPUT, GATE_OUTPUT] if meta.gate is not None else [OUTPUT]
-    if [i.name for i in inputs] != [INPUT] or [o.name for o in outputs] != expected_outputs:
+    names = [o.name for o in outputs]
+    if [i.name for i in inputs] != [INPUT] or names not in ([OUTPUT], [OUTPUT, GATE_OUTPUT]):
         raise ModelFileError(
-            f"{path}: the graph is not a pneumoscan export (needs input 'image', "
-            f"outputs {', '.join(repr(o) for o in expected_outputs)})"
+            f"{path}: the graph is not a pneumoscan export (needs input 'image', output 'logit' "
+            "and optionally 'chest_logit')"
         )
     if list(inputs[0].shape[1:]) != expected:
         raise ModelFileError(
@@ -96,6 +96,7 @@ class OnnxEngine:
     def __init__(self, meta: ModelMeta, session: Any) -> None:
         self.meta = meta
         self.session = session
+        self.outputs = [o.name for o in session.get_outputs()]
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> OnnxEngine:
@@ -111,7 +112,5 @@ class OnnxEngine:
         """Pneumonia logits and gate logits (None without a gate) for a float32 ``(N, C, S, S)`` batch
         from :func:`pneumoscan.preprocess.to_model_input`."""
         x = np.ascontiguousarray(batch, dtype=np.float32)
-        if self.meta.gate is None:
-            return np.asarray(self.session.run([OUTPUT], {INPUT: x})[0]), None
-        logits, gate = self.session.run([OUTPUT, GATE_OUTPUT], {INPUT: x})
-        return np.asarray(logits), np.asarray(gate)
+        results = self.session.run(self.outputs, {INPUT: x})
+        return np.asarray(results[0]), (np.asarray(results[1]) if len(results) > 1 else None)

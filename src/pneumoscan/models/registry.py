@@ -40,7 +40,7 @@ def build_model(model: ModelConfig, preprocess: PreprocessConfig) -> XrayNetwork
     """Instantiate the architecture named in ``model`` for inputs described by ``preprocess``."""
     _load_builtins()
     try:
-        cls = _REGISTRY[model.architecture]
+        cls: Callable[..., XrayNetwork] = _REGISTRY[model.architecture]
     except KeyError:
         raise PneumoscanError(
             f"unknown architecture {model.architecture!r}; choose one of {', '.join(sorted(_REGISTRY))}"
