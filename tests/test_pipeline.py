@@ -128,7 +128,8 @@ def cli_run(synthetic_data: Path, tmp_path_factory: pytest.TempPathFactory) -> t
         "--quiet",
     ]
     assert main(args) == 0
-    return run_dir, tiny_config().with_overrides([*CLI_OVERRIDES, NARROW])
+    sources = f"data.sources={json.dumps([str(synthetic_data / 'train')])}"  # --data is recorded
+    return run_dir, tiny_config().with_overrides([*CLI_OVERRIDES, NARROW, sources])
 
 
 @pytest.fixture(scope="module")

@@ -96,7 +96,8 @@ def test_resume_after_interruption(
     assert history["val_loss"].notna().all() and history["train_loss"].notna().all()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["epochs"] == 4
-    assert Config.load(run_dir / "config.json") == small_config(max_epochs=4)
+    recorded = f"data.sources={json.dumps([str(small_data)])}"
+    assert Config.load(run_dir / "config.json") == small_config(max_epochs=4).with_overrides([recorded])
 
 
 def test_existing_run_dir_is_refused_without_resume(

@@ -14,16 +14,35 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from pneumoscan import __version__
-from pneumoscan.errors import PneumoscanError
+from pneumoscan.errors import PneumoscanError, PneumoscanWarning
 
 MODEL_SUFFIXES = (".safetensors", ".onnx")
 
 
+def _add_data_option(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument(
+        "--data",
+        action="append",
+        metavar="FOLDER_OR_CSV",
+        help="data folder (Kaggle layout or NORMAL/ PNEUMONIA/) or labels CSV (path,label[,patient,site,"
+        f"split,view,age,sex]); repeat it for several sites {default}",
+    )
+
+
+def _data_sources(args: argparse.Namespace) -> list[str]:
+    """The data sources of inspect/evaluate: the positional DATA arguments, then every --data."""
+    sources = [*args.sources, *(args.data or [])]
+    if not sources:
+        raise PneumoscanError("no data: pass a data folder or labels CSV (DATA or --data)")
+    return sources
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model on a data folder", description="Train a model.")
-    p.add_argument("--data", required=True, help="data folder (Kaggle layout or NORMAL/ PNEUMONIA/)")
+    p = sub.add_parser("train", help="train a model on data folders", description="Train a model.")
+    _add_data_option(p, "(default: data.sources of --config)")
     p.add_argument("--out", required=True, help="run directory to create (or to continue with --resume)")
     p.add_argument(
         "--recipe", default=None, help="named recipe: seed (the notebook) or default (bundled model)"
@@ -104,8 +123,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_inspect(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect", help="list and check a data folder", description="Inspect a data folder.")
-    p.add_argument("data", help="data folder")
+    p = sub.add_parser("inspect", help="list and check data folders", description="Inspect data folders.")
+    p.add_argument(
+        "sources", nargs="*", metavar="DATA", help="data folder or labels CSV (several: one site each)"
+    )
+    _add_data_option(p, "(the same as DATA)")
     p.add_argument("--recipe", default="seed", help="recipe whose preprocessing and split settings to use")
     p.add_argument("--plots", help="write class-distribution and sample-image PNGs into this folder")
     p.add_argument("--manifest", help="write the manifest (one row per image) to this CSV file")
@@ -116,7 +138,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from pneumoscan.config import recipe
     from pneumoscan.data.inspect import inspect_dataset
 
-    report = inspect_dataset(args.data, recipe(args.recipe), progress=not args.quiet)
+    report = inspect_dataset(_data_sources(args), recipe(args.recipe), progress=not args.quiet)
     print(report.text())
     if args.manifest:
         from pneumoscan.atomic import atomic_write_text
@@ -132,7 +154,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "evaluate", help="measure a model on a labelled split", description="Evaluate a model."
     )
     p.add_argument("model", help="model file, or 'bundled' for the model shipped with pneumoscan")
-    p.add_argument("data", help="data folder (Kaggle layout or NORMAL/ PNEUMONIA/)")
+    p.add_argument(
+        "sources", nargs="*", metavar="DATA", help="data folder or labels CSV (several: one site each)"
+    )
+    _add_data_option(p, "(the same as DATA)")
     p.add_argument("--split", help="split to evaluate (default: test, or the only one)")
     p.add_argument("--out", help="folder for metrics.json, predictions.csv and plots (default: none)")
     p.add_argument("--report", help="write a self-contained HTML report to this file")
@@ -146,7 +171,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pneumoscan.predict import Predictor
 
     predictor = Predictor.load(_model_path(args.model), args.engine)
-    result = evaluate(predictor, args.data, args.split, progress=not args.quiet)
+    result = evaluate(predictor, _data_sources(args), args.split, progress=not args.quiet)
     print(format_report(result.metrics))
     _report_skipped(result.skipped)
     if args.out:
@@ -450,16 +475,36 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("always", category=PneumoscanWarning)  # ours are for the user: never hidden
     import logging
 
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torch.onnx"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` printing a :class:`PneumoscanWarning` as one line on stderr."""
+    if issubclass(category, PneumoscanWarning):
+        print(f"pneumoscan: warning: {message}", file=sys.stderr)
+    else:
+        _SHOW_WARNING(message, category, filename, lineno, file, line)
+
+
+_SHOW_WARNING = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pneumoscan`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.showwarning = _show_warning
     if not args.debug:
         _quiet_libraries()
     try:

@@ -58,8 +58,12 @@ class AugmentConfig(_Section):
 
 
 class DataConfig(_Section):
-    """How images are listed, split and cached."""
+    """Where the images are, and how they are listed, split, sampled and cached."""
 
+    sources: list[str] = Field(
+        default_factory=list,
+        description="data folders (Kaggle layout) and labels CSVs; each is a site (train --data sets it)",
+    )
     val_fraction: float = Field(0.2, gt=0, lt=0.9, description="share of train cut out for validation")
     min_val_images: int = Field(
         100, ge=0, description="a val/ folder smaller than this is merged into train and re-split"
@@ -67,6 +71,12 @@ class DataConfig(_Section):
     split_seed: int = 42
     cache_dir: str | None = Field(None, description="decoded-image cache; default ~/.cache/pneumoscan")
     balanced_sampling: bool = Field(False, description="draw training batches class-balanced")
+    site_balance: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="0: sites drawn in proportion to their size; 1: every site equally likely per draw",
+    )
 
 
 class ModelConfig(_Section):
@@ -127,6 +137,11 @@ class TrainConfig(_Section):
     num_nodes: int = Field(1, ge=1)
     strategy: str = "auto"
     max_steps: int = Field(-1, description="stop after this many optimiser steps (-1: no limit)")
+    monitor: Literal["val_loss", "val_auc_worst", "val_auc_mean"] = Field(
+        "val_loss",
+        description="what model selection (best.ckpt) and early stopping follow: the pooled validation "
+        "loss, or the worst or mean per-site validation ROC-AUC",
+    )
 
 
 class CalibrationConfig(_Section):

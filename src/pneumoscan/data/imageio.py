@@ -36,7 +36,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from pneumoscan.errors import ImageReadError, InputRefusedError
+from pneumoscan.errors import ImageReadError, InputRefusedError, warn
 
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
     {".jpeg", ".jpg", ".png", ".dcm", ".dicom", ".bmp", ".tif", ".tiff"}
@@ -77,8 +77,31 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
 
 
 def find_image_files(folder: str | os.PathLike[str]) -> Iterator[Path]:
-    """The files under ``folder`` (recursively, in no particular order) that :func:`is_image_file` accepts."""
-    return (path for path in Path(folder).rglob("*") if path.is_file() and is_image_file(path))
+    """The files under ``folder`` (recursively, in no particular order) that :func:`is_image_file` accepts.
+
+    The one folder walk of pneumoscan (data folders, ``predict DIR``, int8 calibration). Symbolic links
+    to files and folders are followed, each folder once (so link cycles end); a folder that cannot be
+    listed is skipped with a :class:`~pneumoscan.errors.PneumoscanWarning` naming it.
+    """
+    seen: set[tuple[int, int]] = set()
+    pending = [Path(folder)]
+    while pending:
+        current = pending.pop()
+        try:
+            status = current.stat()
+            if (status.st_dev, status.st_ino) in seen:
+                continue
+            seen.add((status.st_dev, status.st_ino))
+            with os.scandir(current) as listing:
+                entries = list(listing)
+        except OSError as exc:
+            warn(f"{current}: folder cannot be read ({exc.strerror or exc}); its images are skipped")
+            continue
+        for entry in entries:
+            if entry.is_dir():
+                pending.append(Path(entry.path))
+            elif entry.is_file() and is_image_file(entry.name):
+                yield Path(entry.path)
 
 
 def read_image(

@@ -1,7 +1,8 @@
-"""``pneumoscan inspect``: what a data folder holds, and what is wrong with it."""
+"""``pneumoscan inspect``: what data sources hold, and what is wrong with them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,21 +10,27 @@ import pandas as pd
 
 from pneumoscan.config import Config
 from pneumoscan.data.cache import load_cached
-from pneumoscan.data.manifest import cross_split_duplicates, scan_dataset, training_pool
+from pneumoscan.data.manifest import cross_split_duplicates, scan_sources, training_pool
+from pneumoscan.errors import DataError
 
 
 @dataclass
 class InspectReport:
-    """The manifest with the training split applied, unreadable files and cross-split duplicates."""
+    """The manifest with the training split applied, unreadable files and cross-split duplicates.
+
+    ``unusable``: why training would refuse the data (e.g. only test splits, one class), else "";
+    the manifest then shows the splits as they are on disk.
+    """
 
     manifest: pd.DataFrame
     unreadable: dict[str, str]
     duplicates: pd.DataFrame
     resplit: bool
+    unusable: str = ""
 
     def counts(self) -> pd.DataFrame:
-        """Images per split and class, with totals and the pneumonia share."""
-        table = self.manifest.groupby(["split", "class_name"]).size().unstack(fill_value=0)
+        """Images per site, split and class, with totals and the pneumonia share."""
+        table = self.manifest.groupby(["site", "split", "class_name"]).size().unstack(fill_value=0)
         for name in ("NORMAL", "PNEUMONIA"):
             if name not in table:
                 table[name] = 0
@@ -43,7 +50,9 @@ class InspectReport:
             f"patients: {len(patients)}; in both train and val: {in_both}; "
             f"patient ids in more than one split (incl. test; check for leakage): {int((patients > 1).sum())}"
         )
-        if self.resplit:
+        if self.unusable:
+            lines.append(f"training: refused: {self.unusable}")
+        elif self.resplit:
             lines.append("validation: cut from train by patient and class (val/ missing or too small)")
         lines.append(f"unreadable files: {len(self.unreadable)}")
         lines += [f"  {message}" for message in self.unreadable.values()]
@@ -67,14 +76,20 @@ def _val_paths(frame: pd.DataFrame) -> set[str]:
     return set(frame.loc[frame["split"] == "val", "path"])
 
 
-def inspect_dataset(data_dir: str | Path, config: Config, progress: bool = True) -> InspectReport:
-    """Scan, split and decode (into the cache) every image of ``data_dir``."""
-    frame = scan_dataset(data_dir)
+def inspect_dataset(
+    sources: str | Path | Sequence[str | Path], config: Config, progress: bool = True
+) -> InspectReport:
+    """Scan, split and decode (into the cache) every image of ``sources`` (data folders, labels CSVs)."""
+    frame = scan_sources(sources)
     data = config.data
-    pool = training_pool(frame, data.val_fraction, data.min_val_images, data.split_seed)
+    try:
+        pool = training_pool(frame, data.val_fraction, data.min_val_images, data.split_seed)
+        unusable = ""
+    except DataError as exc:  # still show what is there, as it is on disk
+        pool, unusable = frame.iloc[:0], str(exc)
     # derived from training_pool's own choice, so the report never disagrees with training
     resplit = _val_paths(pool) != _val_paths(frame)
     tests = frame[frame["split"].str.startswith("test") & ~frame["path"].isin(pool["path"])]
-    manifest = pd.concat([pool, tests], ignore_index=True)
+    manifest = frame if unusable else pd.concat([pool, tests], ignore_index=True)
     cached = load_cached(manifest["path"].tolist(), config.preprocess, data.cache_dir, progress)
-    return InspectReport(manifest, cached.failures, cross_split_duplicates(frame), resplit)
+    return InspectReport(manifest, cached.failures, cross_split_duplicates(frame), resplit, unusable)

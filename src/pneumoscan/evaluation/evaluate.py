@@ -8,6 +8,7 @@ test generator shuffled).  The per-image table is kept in :attr:`Evaluation.pred
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pandas as pd
 
 from pneumoscan.atomic import atomic_write_text
 from pneumoscan.data.cache import load_cached
-from pneumoscan.data.manifest import evaluation_split, scan_dataset
+from pneumoscan.data.manifest import evaluation_split, scan_sources
 from pneumoscan.errors import DataError
 from pneumoscan.evaluation import plots
 from pneumoscan.evaluation.metrics import binary_metrics
@@ -53,20 +54,22 @@ class Evaluation:
 
 def evaluate(
     predictor: Predictor,
-    data_dir: str | Path,
+    data: str | Path | Sequence[str | Path],
     split: str | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> Evaluation:
-    """Predict every image of ``split`` of ``data_dir`` and compute metrics at the model's threshold.
+    """Predict every image of ``split`` of ``data`` and compute metrics at the model's threshold.
 
-    Images the model's gate refuses (when ``predictor.refuse``) are counted (``refused`` in the
-    metrics and a column of the predictions) and left out of the metrics, which measure the rest.
+    ``data``: a data folder or labels CSV, or several (each a site; every site gives its ``split``,
+    by default its test split or its only split). Images the model's gate refuses (when
+    ``predictor.refuse``) are counted (``refused`` in the metrics and a column of the predictions)
+    and left out of the metrics, which measure the rest.
     """
-    frame = evaluation_split(scan_dataset(data_dir), split)
+    frame = evaluation_split(scan_sources(data), split)
     cached = load_cached(frame["path"].tolist(), predictor.meta.preprocess, cache_dir, progress)
     if not cached.paths:
-        raise DataError(f"{data_dir}: none of the {len(frame)} images could be read")
+        raise DataError(f"{_names(data)}: none of the {len(frame)} images could be read")
     rows = frame.set_index("path").loc[cached.paths].reset_index()
     scores = predictor.scores(cached.pixels)
     probabilities, ood = scores[:, 0], scores[:, 1]
@@ -81,7 +84,7 @@ def evaluate(
     judged = predictions[~refused]
     if judged.empty:
         raise DataError(
-            f"{data_dir}: the model refused all {len(rows)} images as not chest films it can judge"
+            f"{_names(data)}: the model refused all {len(rows)} images as not chest films it can judge"
         )
     metrics = binary_metrics(
         judged["label"].to_numpy(), judged["probability"].to_numpy(), predictor.threshold
@@ -89,6 +92,10 @@ def evaluate(
     metrics["refused"] = int(refused.sum())
     metrics["refused_fraction"] = round(float(refused.mean()), 4)
     metrics["model"] = predictor.meta.model_id()
-    metrics["data"] = str(data_dir)
-    metrics["split"] = str(rows["split"].iloc[0])
+    metrics["data"] = _names(data)
+    metrics["split"] = ", ".join(rows["split"].unique())
     return Evaluation(predictions, metrics, cached.failures)
+
+
+def _names(data: str | Path | Sequence[str | Path]) -> str:
+    return str(data) if isinstance(data, str | Path) else ", ".join(str(source) for source in data)
