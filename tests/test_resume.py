@@ -83,7 +83,7 @@ def test_resume_after_interruption(
 
     resumed = EpochRecorder()
     add_callback(monkeypatch, resumed)
-    code = main([*base, "--resume"])
+    code = main(["train", "--out", str(run_dir), "--quiet", "--resume"])  # the data come from config.json
     out, err = capfd.readouterr()
     assert code == 0, err
     assert resumed.epochs == [2, 3]  # continued, not restarted
