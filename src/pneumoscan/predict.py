@@ -19,6 +19,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from pneumoscan.calibration import calibrated
 from pneumoscan.data.imageio import DecodedImage
 from pneumoscan.errors import ImageReadError, ModelFileError
 from pneumoscan.model_file import ModelMeta
@@ -115,7 +116,7 @@ class Predictor:
 
     def probabilities(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Calibrated probabilities ``sigmoid(logit / temperature)`` for prepared uint8 images."""
-        return 1.0 / (1.0 + np.exp(-self.logits(images, batch_size) / self.meta.temperature))
+        return calibrated(self.logits(images, batch_size), self.meta.temperature)
 
     def label_of(self, probability: float) -> str:
         """Class name at the model's threshold."""

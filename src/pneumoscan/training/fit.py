@@ -34,6 +34,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
 from pneumoscan.atomic import atomic_write_text
+from pneumoscan.calibration import calibrated, choose_threshold, fit_temperature
 from pneumoscan.config import Config
 from pneumoscan.data.datamodule import XrayDataModule
 from pneumoscan.engines.torch_engine import TorchEngine, load_network, network_tensors
@@ -43,7 +44,6 @@ from pneumoscan.evaluation.metrics import binary_metrics
 from pneumoscan.hardware import lightning_precision
 from pneumoscan.model_file import ModelMeta, save_model
 from pneumoscan.predict import Predictor
-from pneumoscan.training.calibration import choose_threshold, fit_temperature
 from pneumoscan.training.module import XrayClassifier
 
 MODEL_FILE = "model.safetensors"
@@ -240,7 +240,7 @@ def _finish(
     val = data.dataset("val")
     logits = Predictor(engine).logits(np.asarray(val.pixels))
     temperature = fit_temperature(logits, val.labels) if config.calibration.temperature_scaling else 1.0
-    probs = 1.0 / (1.0 + np.exp(-logits / temperature))
+    probs = calibrated(logits, temperature)
     threshold, rule = choose_threshold(probs, val.labels, config.calibration)
     metrics["validation"] = binary_metrics(val.labels.astype(int), probs, threshold)
     meta = meta.model_copy(
