@@ -142,12 +142,15 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pneumoscan.evaluation.evaluate import evaluate
+    from pneumoscan.evaluation.groups import format_groups
     from pneumoscan.evaluation.metrics import format_report
     from pneumoscan.predict import Predictor
 
     predictor = Predictor.load(_model_path(args.model), args.engine)
     result = evaluate(predictor, args.data, args.split, progress=not args.quiet)
     print(format_report(result.metrics))
+    print(f"\nper group, with 95% {result.metrics['bootstrap']['unit']}-bootstrap intervals")
+    print(format_groups(result.metrics["groups"]))
     _report_skipped(result.skipped)
     if args.out:
         written = result.write(args.out)

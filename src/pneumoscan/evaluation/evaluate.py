@@ -15,11 +15,13 @@ from typing import Any
 import pandas as pd
 
 from pneumoscan.atomic import atomic_write_text
-from pneumoscan.data.cache import load_cached
+from pneumoscan.calibration import calibrated
 from pneumoscan.data.manifest import evaluation_split, scan_dataset
-from pneumoscan.errors import DataError
 from pneumoscan.evaluation import plots
+from pneumoscan.evaluation.bootstrap import bootstrap_metrics, clusters_of
+from pneumoscan.evaluation.groups import bootstrap_description, group_metrics, with_group_columns
 from pneumoscan.evaluation.metrics import binary_metrics
+from pneumoscan.evaluation.scoring import score_manifest
 from pneumoscan.predict import Predictor
 
 
@@ -59,17 +61,38 @@ def evaluate(
 ) -> Evaluation:
     """Predict every image of ``split`` of ``data_dir`` and compute metrics at the model's threshold."""
     frame = evaluation_split(scan_dataset(data_dir), split)
-    cached = load_cached(frame["path"].tolist(), predictor.meta.preprocess, cache_dir, progress)
-    if not cached.paths:
-        raise DataError(f"{data_dir}: none of the {len(frame)} images could be read")
-    rows = frame.set_index("path").loc[cached.paths].reset_index()
-    probabilities = predictor.probabilities(cached.pixels)
-    predictions = rows.assign(
-        probability=probabilities,
-        predicted=(probabilities >= predictor.threshold).astype(int),
+    return evaluate_manifest(predictor, frame, data_dir, cache_dir, progress)
+
+
+def evaluate_manifest(
+    predictor: Predictor,
+    frame: pd.DataFrame,
+    data: str | Path,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Evaluation:
+    """Predict the films of a manifest ``frame`` (described as ``data``) and measure them.
+
+    Overall metrics, and per site / view / sex / age band (:mod:`pneumoscan.evaluation.groups`)
+    under ``groups``, with patient-bootstrap intervals; films without a ``site`` column get the
+    name of the ``data`` folder.
+    """
+    scored = score_manifest(predictor, frame, data, cache_dir, progress)
+    probabilities = calibrated(scored.logits, predictor.meta.temperature)
+    threshold = predictor.threshold
+    predictions = with_group_columns(scored.rows, Path(data).name).assign(
+        probability=probabilities, predicted=(probabilities >= threshold).astype(int)
     )
-    metrics = binary_metrics(predictions["label"].to_numpy(), probabilities, predictor.threshold)
+    labels = predictions["label"].to_numpy()
+    clusters = clusters_of(predictions)
+    metrics = binary_metrics(labels, probabilities, threshold)
     metrics["model"] = predictor.meta.model_id()
-    metrics["data"] = str(data_dir)
-    metrics["split"] = str(rows["split"].iloc[0])
-    return Evaluation(predictions, metrics, cached.failures)
+    metrics["data"] = str(data)
+    metrics["split"] = ", ".join(sorted(predictions["split"].astype(str).unique()))
+    metrics["bootstrap"] = bootstrap_description(clusters)
+    metrics["intervals"] = {
+        name: [value.low, value.high]
+        for name, value in bootstrap_metrics(labels, probabilities, threshold, clusters=clusters).items()
+    }
+    metrics["groups"] = group_metrics(predictions, threshold)
+    return Evaluation(predictions, metrics, scored.failures)

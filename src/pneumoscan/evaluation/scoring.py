@@ -1,0 +1,41 @@
+"""Logits for the films of a manifest, in manifest order (shared by ``evaluate`` and ``calibrate``).
+
+Images are read from the cache in the manifest's order, so every logit stays attached to its own
+file and label.  Torch-free (the engine decides), and free of plotting libraries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pneumoscan.data.cache import load_cached
+from pneumoscan.errors import DataError
+from pneumoscan.predict import Predictor
+
+
+@dataclass
+class Scored:
+    """Manifest rows of the readable films, their raw logits (same order), and the unreadable files."""
+
+    rows: pd.DataFrame
+    logits: np.ndarray
+    failures: dict[str, str]
+
+
+def score_manifest(
+    predictor: Predictor,
+    frame: pd.DataFrame,
+    what: str | Path,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Scored:
+    """Logits of every film of ``frame``; :class:`DataError` naming ``what`` if none is readable."""
+    cached = load_cached(frame["path"].tolist(), predictor.meta.preprocess, cache_dir, progress)
+    if not cached.paths:
+        raise DataError(f"{what}: none of the {len(frame)} images could be read")
+    rows = frame.set_index("path").loc[cached.paths].reset_index()
+    return Scored(rows, predictor.logits(cached.pixels), cached.failures)
