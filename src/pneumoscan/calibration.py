@@ -75,6 +75,6 @@ def _youden(
     best = int(np.argmax(tpr - fpr))
     threshold = float(np.clip(thresholds[best], 1e-4, 1 - 1e-4))
     return threshold, (
-        f"maximal {films} sensitivity + specificity - 1 (Youden's J; sensitivity {tpr[best]:.3f}, "
+        f"maximal sensitivity + specificity on {films} films (Youden's J; sensitivity {tpr[best]:.3f}, "
         f"specificity {1 - fpr[best]:.3f})"
     )

@@ -125,7 +125,7 @@ def format_groups(groups: dict[str, dict[str, dict[str, Any]]]) -> str:
     for column, entries in groups.items():
         lines.append(
             f"{column:<14}{'films':>7}{'patients':>9}{'NORMAL':>7}{'PNEUM.':>7}  "
-            f"{'accuracy':<21}{'ROC-AUC':<21}{'sensitivity':<21}{'specificity':<21}"
+            f"{'accuracy':<21}{'ROC-AUC':<21}{'sensitivity':<21}specificity"
         )
         for name, entry in entries.items():
             cells = "".join(f"{with_interval(entry, metric):<21}" for metric in HEADLINE[:4])

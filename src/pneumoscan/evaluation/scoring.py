@@ -6,6 +6,7 @@ file and label.  Torch-free (the engine decides), and free of plotting libraries
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +30,13 @@ class Scored:
 def score_manifest(
     predictor: Predictor,
     frame: pd.DataFrame,
-    what: str | Path,
-    cache_dir: str | Path | None = None,
+    what: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> Scored:
     """Logits of every film of ``frame``; :class:`DataError` naming ``what`` if none is readable."""
-    cached = load_cached(frame["path"].tolist(), predictor.meta.preprocess, cache_dir, progress)
+    cache = Path(cache_dir) if cache_dir is not None else None
+    cached = load_cached(frame["path"].tolist(), predictor.meta.preprocess, cache, progress)
     if not cached.paths:
         raise DataError(f"{what}: none of the {len(frame)} images could be read")
     rows = frame.set_index("path").loc[cached.paths].reset_index()
