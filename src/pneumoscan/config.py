@@ -148,7 +148,7 @@ class CalibrationConfig(_Section):
     """Temperature scaling and the operating threshold, both fitted on the validation split."""
 
     temperature_scaling: bool = True
-    threshold_rule: Literal["fixed", "sensitivity"] = "fixed"
+    threshold_rule: Literal["fixed", "sensitivity", "youden"] = "fixed"
     threshold: float = Field(0.5, gt=0, lt=1, description="used by the 'fixed' rule")
     target_sensitivity: float = Field(0.98, gt=0, le=1, description="used by the 'sensitivity' rule")
 

@@ -27,6 +27,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from pneumoscan.calibration import calibrated, ood_scores
 from pneumoscan.data.imageio import DecodedImage
 from pneumoscan.errors import ImageReadError, InputRefusedError, ModelFileError
 from pneumoscan.model_file import ModelMeta
@@ -157,8 +158,8 @@ class Predictor:
         """``(N, 2)``: calibrated probability ``sigmoid(logit / temperature)`` and ``ood_score``
         ``sigmoid(-gate logit)`` (NaN without a gate) of prepared uint8 images."""
         logits, gate = self.outputs(images, batch_size)
-        ood = 1.0 / (1.0 + np.exp(gate)) if gate is not None else np.full(len(logits), np.nan)
-        return np.stack([1.0 / (1.0 + np.exp(-logits / self.meta.temperature)), ood], axis=1)
+        ood = ood_scores(gate) if gate is not None else np.full(len(logits), np.nan)
+        return np.stack([calibrated(logits, self.meta.temperature), ood], axis=1)
 
     def probabilities(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Calibrated probabilities ``sigmoid(logit / temperature)`` for prepared uint8 images."""

@@ -93,6 +93,26 @@ def metadata_props(meta: ModelMeta) -> dict[str, str]:
     }
 
 
+def rewrite_metadata(
+    onnx_path: str | os.PathLike[str], out_path: str | os.PathLike[str], meta: ModelMeta
+) -> Path:
+    """Copy an exported graph to ``out_path`` (atomically) with ``meta`` as its metadata.
+
+    The graph and any other property (e.g. ``quantization``) are kept.  Needs ``onnx`` but not torch.
+    """
+    try:
+        import onnx
+    except ImportError:
+        raise PneumoscanError("rewriting an ONNX model needs onnx: pip install onnx") from None
+    model = onnx.load(str(onnx_path))
+    props = {prop.key: prop.value for prop in model.metadata_props}
+    onnx.helper.set_model_props(model, {**props, **metadata_props(meta)})
+    out = Path(out_path)
+    with atomic_path(out) as tmp:
+        onnx.save_model(model, tmp)
+    return out
+
+
 def _require_exporter() -> ModuleType:
     try:
         import onnx

@@ -37,6 +37,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
 from pneumoscan.atomic import atomic_write_text
+from pneumoscan.calibration import calibrated, choose_threshold, fit_temperature, ood_scores
 from pneumoscan.config import Config
 from pneumoscan.data.datamodule import XrayDataModule
 from pneumoscan.engines.torch_engine import TorchEngine, load_network, network_tensors
@@ -46,7 +47,6 @@ from pneumoscan.evaluation.metrics import binary_metrics
 from pneumoscan.hardware import lightning_precision
 from pneumoscan.model_file import ModelMeta, save_model
 from pneumoscan.predict import Predictor
-from pneumoscan.training.calibration import choose_threshold, fit_temperature
 from pneumoscan.training.gate import choose_gate
 from pneumoscan.training.module import MONITOR_MODES, XrayClassifier
 
@@ -270,7 +270,7 @@ def _finish(
     val = data.dataset("val")
     logits, gate_logits = predictor.outputs(np.asarray(val.pixels))
     temperature = fit_temperature(logits, val.labels) if config.calibration.temperature_scaling else 1.0
-    probs = 1.0 / (1.0 + np.exp(-logits / temperature))
+    probs = calibrated(logits, temperature)
     threshold, rule = choose_threshold(probs, val.labels, config.calibration)
     metrics["validation"] = binary_metrics(val.labels.astype(int), probs, threshold)
     gate = None
@@ -279,7 +279,7 @@ def _finish(
             name: predictor.scores(images)[:, 1] for name, images in data.validation_negatives().items()
         }
         sites = np.asarray(data.sites)[val.sites]
-        gate = choose_gate(1.0 / (1.0 + np.exp(gate_logits)), negatives, config.gate, sites)
+        gate = choose_gate(ood_scores(gate_logits), negatives, config.gate, sites)
     metrics["validation_per_site"] = {
         site: binary_metrics(val.labels[val.sites == index].astype(int), probs[val.sites == index], threshold)
         for index, site in enumerate(data.sites)
