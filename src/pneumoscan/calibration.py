@@ -47,17 +47,25 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def choose_threshold(
-    probabilities: np.ndarray, labels: np.ndarray, cfg: CalibrationConfig, films: str = "validation"
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    cfg: CalibrationConfig,
+    films: str = "validation",
+    sites: np.ndarray | None = None,
 ) -> tuple[float, str]:
     """Operating threshold and a sentence describing the rule that chose it (on ``films``).
 
     ``fixed``: ``cfg.threshold``.  ``sensitivity``: the highest threshold at which sensitivity is
     still at least ``cfg.target_sensitivity``.  ``youden``: the threshold maximising
-    sensitivity + specificity - 1 (Youden's J), the highest one on ties.
+    sensitivity + specificity - 1 (Youden's J), the highest one on ties.  ``worst-site``: one
+    threshold for every site (``sites``: each film's site), the one maximising the smallest
+    sensitivity or specificity of any site, the closest to 0.5 on ties.
     """
     if cfg.threshold_rule == "fixed":
         return cfg.threshold, f"fixed at {cfg.threshold:g} on calibrated probabilities"
     probabilities, labels = np.asarray(probabilities, dtype=np.float64), np.asarray(labels)
+    if cfg.threshold_rule == "worst-site":
+        return _worst_site(probabilities, labels, np.zeros(len(labels)) if sites is None else sites, films)
     positives = np.sort(probabilities[labels == 1])
     if positives.size == 0:
         return cfg.threshold, f"fixed at {cfg.threshold:g} ({films} has no pneumonia images)"
@@ -68,6 +76,26 @@ def choose_threshold(
     return threshold, (
         f"highest threshold keeping {films} sensitivity >= {cfg.target_sensitivity:g} "
         f"({positives.size} pneumonia films)"
+    )
+
+
+def _worst_site(
+    probabilities: np.ndarray, labels: np.ndarray, sites: np.ndarray, films: str
+) -> tuple[float, str]:
+    candidates = np.unique(np.clip(np.concatenate([probabilities, [0.5]]), 1e-4, 1 - 1e-4))
+    worst = np.ones(len(candidates))
+    for site in np.unique(sites):
+        p, y = probabilities[sites == site], labels[sites == site]
+        predicted = p[None, :] >= candidates[:, None]
+        for label, correct in ((1, predicted), (0, ~predicted)):
+            if (y == label).any():
+                worst = np.minimum(worst, correct[:, y == label].mean(axis=1))
+    best = np.flatnonzero(worst == worst.max())
+    threshold = float(candidates[best[np.argmin(np.abs(candidates[best] - 0.5))]])
+    count = len(np.unique(sites))
+    return threshold, (
+        f"one threshold for {count} site{'s' * (count > 1)}: the largest worst per-site sensitivity or "
+        f"specificity on {films} films ({worst.max():.3f})"
     )
 
 

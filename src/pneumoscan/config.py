@@ -148,7 +148,7 @@ class CalibrationConfig(_Section):
     """Temperature scaling and the operating threshold, both fitted on the validation split."""
 
     temperature_scaling: bool = True
-    threshold_rule: Literal["fixed", "sensitivity", "youden"] = "fixed"
+    threshold_rule: Literal["fixed", "sensitivity", "youden", "worst-site"] = "fixed"
     threshold: float = Field(0.5, gt=0, lt=1, description="used by the 'fixed' rule")
     target_sensitivity: float = Field(0.98, gt=0, le=1, description="used by the 'sensitivity' rule")
 
@@ -225,7 +225,8 @@ def seed_recipe() -> Config:
 
 
 def default_recipe() -> Config:
-    """The bundled model's recipe: grayscale 128 px, small ResNet, shift-robust augmentation."""
+    """The bundled model's recipe: grayscale 128 px, small ResNet with a gate, shift-robust augmentation,
+    sites drawn equally often, one threshold chosen for the worst site."""
     return Config(
         recipe="default",
         preprocess=PreprocessConfig(image_size=128, channels=1, crop_fraction=0.8, normalization="zscore"),
@@ -243,7 +244,7 @@ def default_recipe() -> Config:
             noise=0.05,
             erasing=0.3,
         ),
-        data=DataConfig(val_fraction=0.1),
+        data=DataConfig(val_fraction=0.1, site_balance=1.0),
         model=ModelConfig(
             architecture="pneumo-resnet", options={"stem_stride": 4, "widths": [24, 48, 96, 192]}, gate=True
         ),
@@ -252,11 +253,13 @@ def default_recipe() -> Config:
             lr=3e-3,
             weight_decay=0.05,
             batch_size=64,
-            max_epochs=25,
+            max_epochs=20,
             scheduler="onecycle",
             early_stopping_patience=None,
             class_weighted_loss=True,
+            monitor="val_auc_worst",
         ),
+        calibration=CalibrationConfig(threshold_rule="worst-site"),
     )
 
 

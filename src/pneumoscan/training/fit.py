@@ -271,7 +271,7 @@ def _finish(
     logits, gate_logits = predictor.outputs(np.asarray(val.pixels))
     temperature = fit_temperature(logits, val.labels) if config.calibration.temperature_scaling else 1.0
     probs = calibrated(logits, temperature)
-    threshold, rule = choose_threshold(probs, val.labels, config.calibration)
+    threshold, rule = choose_threshold(probs, val.labels, config.calibration, sites=val.sites)
     metrics["validation"] = binary_metrics(val.labels.astype(int), probs, threshold)
     gate = None
     if gate_logits is not None:
