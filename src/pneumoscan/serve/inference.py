@@ -32,10 +32,12 @@ NO_HEATMAP_ENGINE = "heat maps need the torch engine; this server runs the {engi
 
 @dataclass
 class Outcome:
-    """A prediction for one upload, its heat-map PNG when asked for, and the HTTP status of its error."""
+    """A prediction for one upload, its heat-map PNG (and the film's, to show beside it) when asked
+    for, and the HTTP status of its error."""
 
     prediction: Prediction
     heatmap_png: bytes | None = None
+    film_png: bytes | None = None
     heatmap_note: str | None = None
     status: int = 200
 
@@ -88,9 +90,13 @@ class InferenceService:
         return prepare(image, self.predictor.meta.preprocess), check_radiograph(image)
 
     def _explain(self, upload: Upload) -> Outcome:
-        from pneumoscan.explain import explain_image, overlay_png
+        from pneumoscan.explain import explain_image, film_png, overlay_png
 
         model_image = self._decode(upload)
         shown = self._decode(upload, for_model=False)
         explanation = explain_image(self.predictor, shown, upload.name, model_image=model_image)
-        return Outcome(explanation.prediction, heatmap_png=overlay_png(explanation, WEB_OVERLAY_SIDE))
+        return Outcome(
+            explanation.prediction,
+            heatmap_png=overlay_png(explanation, WEB_OVERLAY_SIDE),
+            film_png=film_png(shown, WEB_OVERLAY_SIDE),
+        )
