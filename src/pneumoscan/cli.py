@@ -14,9 +14,13 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pneumoscan import __version__
 from pneumoscan.errors import PneumoscanError
+
+if TYPE_CHECKING:
+    from pneumoscan.model_file import ModelMeta
 
 MODEL_SUFFIXES = (".safetensors", ".onnx")
 
@@ -46,7 +50,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", help="auto, ddp, ddp_spawn, ... (Lightning)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--init-from", help="start from the weights of this pneumoscan model file (fine-tuning)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bars or per-epoch lines, only the result"
+    )
+    p.add_argument("--model-summary", action="store_true", help="print the network's table of layers first")
 
 
 def _train_config(args: argparse.Namespace):
@@ -88,7 +95,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = None if args.resume else _train_config(args)
     result = train(
-        args.data, args.out, config, resume=args.resume, init_from=args.init_from, progress=not args.quiet
+        args.data,
+        args.out,
+        config,
+        resume=args.resume,
+        init_from=args.init_from,
+        progress=not args.quiet,
+        model_summary=args.model_summary,
     )
     if result.model_path is None:  # a non-zero rank of a distributed run
         return 0
@@ -146,6 +159,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pneumoscan.predict import Predictor
 
     predictor = Predictor.load(_model_path(args.model), args.engine)
+    _warn_if_synthetic(predictor.meta)
     result = evaluate(predictor, args.data, args.split, progress=not args.quiet)
     print(format_report(result.metrics))
     _report_skipped(result.skipped)
@@ -206,6 +220,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not paths:
         raise PneumoscanError("no images to predict; pass image files or folders")
     predictor = Predictor.load(model, args.engine)
+    _warn_if_synthetic(predictor.meta)
     if args.explain:
         from pneumoscan.explain import explain_files
 
@@ -356,6 +371,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise PneumoscanError(f"{args.save_uploads}: cannot create the uploads folder ({exc})") from None
     predictor = Predictor.load(args.model, args.engine)
+    _warn_if_synthetic(predictor.meta)
     app = create_app(
         predictor,
         max_upload_bytes=int(args.max_upload_mb * 2**20),
@@ -384,13 +400,22 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         description="Make a small synthetic data set, train, evaluate and predict, offline, in a minute.",
     )
     p.add_argument("--out", default="pneumoscan-demo", help="folder for the data and the run")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from pneumoscan.demo import run_demo
 
-    run_demo(Path(args.out))
+    if not args.debug:
+        _quiet_libraries()  # again, as for train: importing Lightning resets its loggers to INFO
+    run_demo(Path(args.out), progress=not args.quiet)
     return 0
+
+
+def _warn_if_synthetic(meta: ModelMeta) -> None:
+    """A model trained on synthetic shapes says so on every use."""
+    if meta.synthetic_warning():
+        print(f"pneumoscan: warning: {meta.synthetic_warning()}", file=sys.stderr)
 
 
 def _report_skipped(skipped: dict[str, str]) -> None:

@@ -3,7 +3,8 @@
 The safetensors header's ``__metadata__`` holds one key, ``pneumoscan``, whose JSON value is a
 :class:`ModelMeta`: format version, architecture and options, the preprocessing contract, the
 calibration temperature and operating threshold, class names, the full training config, the
-metrics measured when it was saved and the package version.  Loading never unpickles anything:
+metrics measured when it was saved, whether it was trained on synthetic data, and the package
+version.  Loading never unpickles anything:
 safetensors stores raw tensors only.  This module is torch-free (numpy in, numpy out), so the ONNX
 engine and tools that only read metadata don't need PyTorch.
 """
@@ -47,10 +48,20 @@ class ModelMeta(BaseModel):
     package_version: str = ""
     created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     name: str = ""
+    synthetic_data: bool = False  # trained on pneumoscan.synthetic shapes; older files lack it: False
 
     def model_id(self) -> str:
         """Short human-readable identity: name or architecture, and creation time."""
         return f"{self.name or self.model.architecture}@{self.created}"
+
+    def synthetic_warning(self) -> str:
+        """A warning to show on every use of a model trained on synthetic data; empty otherwise."""
+        if not self.synthetic_data:
+            return ""
+        return (
+            f"{self.model_id()} was trained on synthetic shapes (pneumoscan demo), not on radiographs; "
+            "its probabilities for real films mean nothing. Use the bundled model or train on real data"
+        )
 
 
 def save_model(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray], meta: ModelMeta) -> Path:
