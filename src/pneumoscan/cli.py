@@ -148,7 +148,14 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", help="data folder (Kaggle layout or NORMAL/ PNEUMONIA/)")
     p.add_argument("--split", help="split to evaluate (default: test, or the only one)")
     p.add_argument("--out", help="folder for metrics.json, predictions.csv and plots (default: none)")
-    p.add_argument("--report", help="write a self-contained HTML report to this file")
+    p.add_argument(
+        "--report",
+        nargs="?",
+        const="report.html",
+        metavar="FILE",
+        help="write a self-contained HTML report; a bare file name (or none: report.html) goes into --out "
+        "when --out is given, a path with a folder is used as it is",
+    )
     p.add_argument("--engine", choices=["torch", "onnx"], default="torch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -169,9 +176,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.report:
         from pneumoscan.evaluation.report import write_report
 
-        write_report(result, predictor, args.report)
-        print(f"report: {args.report}")
+        print(f"report: {write_report(result, predictor, report_path(args.report, args.out))}")
     return 0
+
+
+def report_path(report: str, out: str | None) -> Path:
+    """Where ``evaluate --report`` writes: a bare file name goes into ``--out`` when one is given."""
+    return Path(out) / report if out and not os.path.dirname(report) else Path(report)
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
