@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from pneumoscan.model_file import ModelMeta
 
 MODEL_SUFFIXES = (".safetensors", ".onnx")
+# predict's plain output: calibrated probability of pneumonia, the label at the model's threshold, the file
+PREDICT_HEADER = f"{'probability':>11}  {'label':<9}  file"
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -166,9 +168,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pneumoscan.predict import Predictor
 
     predictor = Predictor.load(_model_path(args.model), args.engine)
-    _warn_if_synthetic(predictor.meta)
     result = evaluate(predictor, args.data, args.split, progress=not args.quiet)
     print(format_report(result.metrics))
+    _warn_if_synthetic(predictor.meta)
     _report_skipped(result.skipped)
     if args.out:
         written = result.write(args.out)
@@ -231,7 +233,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not paths:
         raise PneumoscanError("no images to predict; pass image files or folders")
     predictor = Predictor.load(model, args.engine)
-    _warn_if_synthetic(predictor.meta)
     if args.explain:
         from pneumoscan.explain import explain_files
 
@@ -242,6 +243,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         results = predictor.predict_files(paths)
     _print_predictions([r.as_dict() for r in results], args)
     failed = [r for r in results if r.error]
+    if len(failed) < len(results):
+        _warn_if_synthetic(predictor.meta)
     for r in failed:
         print(f"pneumoscan: skipped {r.error}", file=sys.stderr)
     if failed:
@@ -266,9 +269,11 @@ def _print_predictions(rows: list[dict], args: argparse.Namespace) -> None:
             print(f"wrote {len(rows)} rows to {args.csv}")
     else:
         ok = table[table["error"] == ""]
+        if len(ok):
+            print(PREDICT_HEADER)
         for row in ok.itertuples():
             note = f"  ! {row.warnings}" if row.warnings else ""
-            print(f"{row.probability:8.4f}  {row.label:<9}  {row.path}{note}")
+            print(f"{row.probability:11.4f}  {row.label:<9}  {row.path}{note}")
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:

@@ -11,6 +11,8 @@ from pneumoscan.config import Config
 from pneumoscan.data.cache import load_cached
 from pneumoscan.data.manifest import cross_split_duplicates, scan_dataset, training_pool
 
+SHOWN_PATIENTS = 5  # patient ids in more than one split named in the report
+
 
 @dataclass
 class InspectReport:
@@ -39,10 +41,8 @@ class InspectReport:
         patients = self.manifest.groupby("patient_id")["split"].nunique()
         pool = self.manifest[self.manifest["split"].isin(["train", "val"])]
         in_both = int((pool.groupby("patient_id")["split"].nunique() > 1).sum())
-        lines.append(
-            f"patients: {len(patients)}; in both train and val: {in_both}; "
-            f"patient ids in more than one split (incl. test; check for leakage): {int((patients > 1).sum())}"
-        )
+        lines.append(f"patients: {len(patients)}; in both train and val: {in_both}")
+        lines += self._shared_patient_lines()
         if self.resplit:
             lines.append("validation: cut from train by patient and class (val/ missing or too small)")
         lines.append(f"unreadable files: {len(self.unreadable)}")
@@ -52,6 +52,23 @@ class InspectReport:
         for _, group in groups:
             lines.append("  " + "  ==  ".join(f"{r.split}:{r.path}" for r in group.itertuples()))
         return "\n".join(lines)
+
+    def _shared_patient_lines(self, shown: int = SHOWN_PATIENTS) -> list[str]:
+        """Patient ids found in more than one split: how many, the first few, and what to do."""
+        splits = self.manifest.groupby("patient_id")["split"].unique()
+        shared = splits[splits.map(len) > 1]
+        if shared.empty:
+            return ["patient ids in more than one split: 0"]
+        examples = ", ".join(
+            f"{pid} ({'+'.join(sorted(where))})" for pid, where in shared.head(shown).items()
+        )
+        more = f", and {len(shared) - shown} more" if len(shared) > shown else ""
+        return [
+            f"patient ids in more than one split: {len(shared)}: {examples}{more}",
+            "  the same id in two splits may be one patient in both, which makes test figures optimistic: "
+            "check those films (--manifest FILE lists every film with its patient id) and move each "
+            "patient's films into one split. Validation cut from train is always split by patient.",
+        ]
 
     def write_plots(self, out_dir: str | Path) -> None:
         """Class distribution and sample images as PNG."""
