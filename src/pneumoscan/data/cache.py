@@ -168,7 +168,7 @@ def _rebuild(
 def _decode_all(paths: list[str], cfg: PreprocessConfig, progress: bool) -> dict[str, np.ndarray | str]:
     if not paths:
         return {}
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # drawn on terminals only (live_bars), so never a notebook widget
 
     bars = live_bars(progress, sys.stderr)
     if progress and not bars:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "inline" not in os.environ.get("MPLBACKEND", ""):  # a Jupyter kernel keeps its inline backend
+    matplotlib.use("Agg")  # figures are only rendered to PNG: no display needed
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -60,6 +62,11 @@ def class_distribution_figure(manifest: pd.DataFrame) -> Figure:
 
 
 def sample_grid(manifest: pd.DataFrame, path: Path, per_class: int = 4, seed: int = 0) -> Path:
+    """Write :func:`sample_grid_figure` as a PNG to ``path``."""
+    return _save(sample_grid_figure(manifest, per_class, seed), path)
+
+
+def sample_grid_figure(manifest: pd.DataFrame, per_class: int = 4, seed: int = 0) -> Figure:
     """A few random images of each class."""
     fig, axes = plt.subplots(2, per_class, figsize=(2.2 * per_class, 4.8), squeeze=False)
     for row, (name, group) in enumerate(manifest.groupby("class_name")):
@@ -72,7 +79,7 @@ def sample_grid(manifest: pd.DataFrame, path: Path, per_class: int = 4, seed: in
                 except ImageReadError:
                     continue
                 ax.set_title(str(name), fontsize=9)
-    return _save(fig, path)
+    return fig
 
 
 def learning_curves(history: pd.DataFrame, path: Path) -> Path:

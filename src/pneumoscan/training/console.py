@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import warnings
 from collections.abc import Iterator
 
 import lightning as L
+from lightning.fabric.utilities.warnings import PossibleUserWarning
 from lightning.pytorch.callbacks import Callback
 
 _LOGGERS = ("lightning.pytorch", "lightning.fabric")
@@ -16,17 +18,23 @@ _SHOWN = ("train_loss", "train_acc", "val_loss", "val_acc", "val_auc")
 
 @contextlib.contextmanager
 def quiet_lightning() -> Iterator[None]:
-    """Hide Lightning's info messages (device lines, "Tip: ... litlogger") while the block runs.
+    """Hide Lightning's info messages (device lines, "Tip: ... litlogger") and its hints and
+    deprecation notices (e.g. "fewer batches than the logging interval") while the block runs.
 
     Importing Lightning sets its loggers to INFO, so a setting made before the import does not
-    last; warnings and errors still show.
+    last; Lightning's warnings of real problems and all errors still show.
     """
     loggers = [logging.getLogger(name) for name in _LOGGERS]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(max(logger.level, logging.WARNING))
     try:
-        yield
+        with warnings.catch_warnings():
+            for category in (PossibleUserWarning, DeprecationWarning, FutureWarning):
+                warnings.simplefilter("ignore", category)
+            # XrayClassifier augments in on_after_batch_transfer on purpose, whatever the DataModule does
+            warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`")
+            yield
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
