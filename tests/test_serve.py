@@ -108,7 +108,10 @@ def test_heatmap_is_a_decodable_png(client: TestClient) -> None:
     assert response.status_code == 200, response.text
     result = response.json()["results"][0]
     overlay = Image.open(io.BytesIO(base64.b64decode(result["heatmap"])))
-    assert overlay.format == "PNG" and overlay.mode == "RGB" and overlay.size == (96, 96)
+    assert overlay.format == "PNG" and overlay.mode == "RGB"
+    assert overlay.size[1] == 96 and overlay.size[0] > 96  # the film, then a colour bar
+    film_png = Image.open(io.BytesIO(base64.b64decode(result["film"])))
+    assert film_png.mode == "L" and film_png.size == (96, 96)
     assert 0.0 <= result["probability"] <= 1.0 and result["heatmap_note"] is None
 
 

@@ -14,12 +14,17 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from pneumoscan import __version__
 from pneumoscan.errors import PneumoscanError, PneumoscanWarning
 
+if TYPE_CHECKING:
+    from pneumoscan.model_file import ModelMeta
+
 MODEL_SUFFIXES = (".safetensors", ".onnx")
+# predict's plain output: calibrated probability of pneumonia, the label at the model's threshold, the file
+PREDICT_HEADER = f"{'probability':>11}  {'label':<9}  file"
 
 
 def _add_data_option(p: argparse.ArgumentParser, default: str) -> None:
@@ -65,7 +70,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", help="auto, ddp, ddp_spawn, ... (Lightning)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--init-from", help="start from the weights of this pneumoscan model file (fine-tuning)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bars or per-epoch lines, only the result"
+    )
+    p.add_argument("--model-summary", action="store_true", help="print the network's table of layers first")
 
 
 def _train_config(args: argparse.Namespace):
@@ -107,7 +115,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = None if args.resume else _train_config(args)
     result = train(
-        args.data, args.out, config, resume=args.resume, init_from=args.init_from, progress=not args.quiet
+        args.data,
+        args.out,
+        config,
+        resume=args.resume,
+        init_from=args.init_from,
+        progress=not args.quiet,
+        model_summary=args.model_summary,
     )
     if result.model_path is None:  # a non-zero rank of a distributed run
         return 0
@@ -160,7 +174,14 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     _add_data_option(p, "(the same as DATA)")
     p.add_argument("--split", help="split to evaluate (default: test, or the only one)")
     p.add_argument("--out", help="folder for metrics.json, predictions.csv and plots (default: none)")
-    p.add_argument("--report", help="write a self-contained HTML report to this file")
+    p.add_argument(
+        "--report",
+        nargs="?",
+        const="report.html",
+        metavar="FILE",
+        help="write a self-contained HTML report; a bare file name (or none: report.html) goes into --out "
+        "when --out is given, a path with a folder is used as it is",
+    )
     p.add_argument("--engine", choices=["torch", "onnx"], default="torch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -176,6 +197,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(format_report(result.metrics))
     print(f"\nper group, with 95% {result.metrics['bootstrap']['unit']}-bootstrap intervals")
     print(format_groups(result.metrics["groups"]))
+    _warn_if_synthetic(predictor.meta)
     _report_skipped(result.skipped)
     if args.out:
         written = result.write(args.out)
@@ -183,8 +205,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.report:
         from pneumoscan.evaluation.report import write_report
 
-        write_report(result, predictor, args.report)
-        print(f"report: {args.report}")
+        print(f"report: {write_report(result, predictor, report_path(args.report, args.out))}")
     return 0
 
 
@@ -266,6 +287,11 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def report_path(report: str, out: str | None) -> Path:
+    """Where ``evaluate --report`` writes: a bare file name goes into ``--out`` when one is given."""
+    return Path(out) / report if out and not os.path.dirname(report) else Path(report)
+
+
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
@@ -329,6 +355,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         results = predictor.predict_files(paths)
     _print_predictions([r.as_dict() for r in results], args)
     failed = [r for r in results if r.error]
+    if len(failed) < len(results):
+        _warn_if_synthetic(predictor.meta)
     for r in failed:
         print(f"pneumoscan: skipped {r.error}", file=sys.stderr)
     if failed:
@@ -360,11 +388,13 @@ def _print_predictions(rows: list[dict], args: argparse.Namespace) -> None:
             print(f"wrote {len(rows)} rows to {args.csv}")
     else:
         ok = table[table["error"] == ""]
+        if len(ok):
+            print(PREDICT_HEADER)
         for row in ok.itertuples():
             notes = [f"out of distribution: {row.refusal_reason}"] if row.out_of_distribution else []
             notes += [row.warnings] if row.warnings else []
             note = "".join(f"  ! {n}" for n in notes)
-            probability = "       -" if pd.isna(row.probability) else f"{row.probability:8.4f}"
+            probability = "          -" if pd.isna(row.probability) else f"{row.probability:11.4f}"
             label = "REFUSED" if row.refused else row.label
             print(f"{probability}  {label:<9}  {row.path}{note}")
 
@@ -488,6 +518,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise PneumoscanError(f"{args.save_uploads}: cannot create the uploads folder ({exc})") from None
     predictor = Predictor.load(args.model, args.engine)
+    _warn_if_synthetic(predictor.meta)
     app = create_app(
         predictor,
         max_upload_bytes=int(args.max_upload_mb * 2**20),
@@ -516,13 +547,22 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         description="Make a small synthetic data set, train, evaluate and predict, offline, in a minute.",
     )
     p.add_argument("--out", default="pneumoscan-demo", help="folder for the data and the run")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from pneumoscan.demo import run_demo
 
-    run_demo(Path(args.out))
+    if not args.debug:
+        _quiet_libraries()  # again, as for train: importing Lightning resets its loggers to INFO
+    run_demo(Path(args.out), progress=not args.quiet)
     return 0
+
+
+def _warn_if_synthetic(meta: ModelMeta) -> None:
+    """A model trained on synthetic shapes says so on every use."""
+    if meta.synthetic_warning():
+        print(f"pneumoscan: warning: {meta.synthetic_warning()}", file=sys.stderr)
 
 
 def _report_skipped(skipped: dict[str, str]) -> None:

@@ -3,8 +3,9 @@
 The safetensors header's ``__metadata__`` holds one key, ``pneumoscan``, whose JSON value is a
 :class:`ModelMeta`: format version, architecture and options, the preprocessing contract, the
 calibration temperature and operating threshold, class names, the full training config, the
-metrics measured when it was saved, the package version, and the history of ``pneumoscan
-calibrate`` runs (older files without it load with an empty history).  Loading never unpickles anything:
+metrics measured when it was saved, whether it was trained on synthetic data, the package version,
+its out-of-distribution gate, and the history of ``pneumoscan calibrate`` runs (older files without
+them load with no gate and an empty history).  Loading never unpickles anything:
 safetensors stores raw tensors only.  This module is torch-free (numpy in, numpy out), so the ONNX
 engine and tools that only read metadata don't need PyTorch.
 """
@@ -98,7 +99,7 @@ class ModelMeta(BaseModel):
     created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     name: str = ""
     gate: GateMeta | None = None
-
+    synthetic_data: bool = False  # trained on pneumoscan.synthetic shapes; older files lack it: False
     calibration_history: list[CalibrationRecord] = Field(default_factory=list)
 
     def operating_point(self) -> OperatingPoint:
@@ -111,6 +112,15 @@ class ModelMeta(BaseModel):
         """Short human-readable identity: name or architecture, creation time, last recalibration."""
         base = f"{self.name or self.model.architecture}@{self.created}"
         return f"{base}/calibrated@{self.calibration_history[-1].date}" if self.calibration_history else base
+
+    def synthetic_warning(self) -> str:
+        """A warning to show on every use of a model trained on synthetic data; empty otherwise."""
+        if not self.synthetic_data:
+            return ""
+        return (
+            f"{self.model_id()} was trained on synthetic shapes (pneumoscan demo), not on radiographs; "
+            "its probabilities for real films mean nothing. Use the bundled model or train on real data"
+        )
 
 
 def save_model(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray], meta: ModelMeta) -> Path:

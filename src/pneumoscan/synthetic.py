@@ -7,6 +7,8 @@ several images per patient.  It says nothing about real radiographs.
 
 Several synthetic "sites" differ in exposure (``brightness``, ``contrast``); a site can also be
 written as a labels CSV with NIH-style names (``NNNNNNNN_NNN.png``, :func:`make_synthetic_csv_site`).
+The data set's root and each split folder hold a :data:`MARKER` file, so that a model trained on it
+records that it was (``ModelMeta.synthetic_data``) and ``pneumoscan predict`` warns on each use.
 """
 
 from __future__ import annotations
@@ -15,6 +17,17 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+MARKER = "PNEUMOSCAN-SYNTHETIC.txt"
+_MARKER_TEXT = (
+    "Made by pneumoscan.synthetic: drawn shapes, not radiographs. A model trained on these files\n"
+    "learns a toy task and says nothing about real chest X-rays.\n"
+)
+
+
+def is_synthetic(data_dir: str | Path) -> bool:
+    """Whether ``data_dir`` was made by :func:`make_synthetic_dataset` (its root or one of its splits)."""
+    return (Path(data_dir) / MARKER).is_file()
 
 
 def synthetic_film(
@@ -54,7 +67,11 @@ def make_synthetic_dataset(
     root = Path(root)
     rng = np.random.default_rng(seed)
     patient = 1
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text(_MARKER_TEXT)
     for split, count in (per_class or {"train": 60, "test": 20}).items():
+        (root / split).mkdir(parents=True, exist_ok=True)
+        (root / split / MARKER).write_text(_MARKER_TEXT)
         for label in ("NORMAL", "PNEUMONIA"):
             folder = root / split / label
             folder.mkdir(parents=True, exist_ok=True)

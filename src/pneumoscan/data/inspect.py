@@ -13,6 +13,8 @@ from pneumoscan.data.cache import load_cached
 from pneumoscan.data.manifest import cross_split_duplicates, scan_sources, training_pool
 from pneumoscan.errors import DataError
 
+SHOWN_PATIENTS = 5  # patient ids in more than one split named in the report
+
 
 @dataclass
 class InspectReport:
@@ -46,10 +48,8 @@ class InspectReport:
         patients = self.manifest.groupby("patient_id")["split"].nunique()
         pool = self.manifest[self.manifest["split"].isin(["train", "val"])]
         in_both = int((pool.groupby("patient_id")["split"].nunique() > 1).sum())
-        lines.append(
-            f"patients: {len(patients)}; in both train and val: {in_both}; "
-            f"patient ids in more than one split (incl. test; check for leakage): {int((patients > 1).sum())}"
-        )
+        lines.append(f"patients: {len(patients)}; in both train and val: {in_both}")
+        lines += self._shared_patient_lines()
         if self.unusable:
             lines.append(f"training: refused: {self.unusable}")
         elif self.resplit:
@@ -61,6 +61,23 @@ class InspectReport:
         for _, group in groups:
             lines.append("  " + "  ==  ".join(f"{r.split}:{r.path}" for r in group.itertuples()))
         return "\n".join(lines)
+
+    def _shared_patient_lines(self, shown: int = SHOWN_PATIENTS) -> list[str]:
+        """Patient ids found in more than one split: how many, the first few, and what to do."""
+        splits = self.manifest.groupby("patient_id")["split"].unique()
+        shared = splits[splits.map(len) > 1]
+        if shared.empty:
+            return ["patient ids in more than one split: 0"]
+        examples = ", ".join(
+            f"{pid} ({'+'.join(sorted(where))})" for pid, where in shared.head(shown).items()
+        )
+        more = f", and {len(shared) - shown} more" if len(shared) > shown else ""
+        return [
+            f"patient ids in more than one split: {len(shared)}: {examples}{more}",
+            "  the same id in two splits may be one patient in both, which makes test figures optimistic: "
+            "check those films (--manifest FILE lists every film with its patient id) and move each "
+            "patient's films into one split. Validation cut from train is always split by patient.",
+        ]
 
     def write_plots(self, out_dir: str | Path) -> None:
         """Class distribution and sample images as PNG."""

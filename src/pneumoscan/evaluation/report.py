@@ -221,7 +221,9 @@ def _gallery_section(table: pd.DataFrame, predictor: Predictor) -> str:
     ]
     torch_engine = predictor.engine.name == "torch"
     note = (
-        "Heat maps: Grad-CAM of the PNEUMONIA logit (red: most evidence), inside the model's centre crop."
+        "Heat maps: Grad-CAM of the PNEUMONIA logit inside the model's centre crop, scaled so that its "
+        "peak equals the film's probability of pneumonia (colour bar 0 to 1): a confident NORMAL film "
+        "stays blue, red marks strong evidence on a film called PNEUMONIA."
         if torch_engine
         else "Heat maps need the torch engine: evaluate the .safetensors model file to see them."
     )

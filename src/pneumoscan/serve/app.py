@@ -145,7 +145,6 @@ def create_app(
 
 def _result(outcome: Outcome, model_id: str) -> ImageResult:
     p = outcome.prediction
-    png = outcome.heatmap_png
     return ImageResult(
         name=p.path,
         probability=p.probability,
@@ -158,9 +157,14 @@ def _result(outcome: Outcome, model_id: str) -> ImageResult:
         out_of_distribution=p.out_of_distribution,
         refused=p.refused,
         refusal_reason=p.refusal_reason,
-        heatmap=None if png is None else base64.b64encode(png).decode("ascii"),
+        heatmap=_base64(outcome.heatmap_png),
+        film=_base64(outcome.film_png),
         heatmap_note=outcome.heatmap_note,
     )
+
+
+def _base64(png: bytes | None) -> str | None:
+    return None if png is None else base64.b64encode(png).decode("ascii")
 
 
 def _model_info(service: InferenceService, max_upload_bytes: int, max_pixels: int) -> ModelInfo:

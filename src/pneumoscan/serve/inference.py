@@ -30,10 +30,12 @@ REFUSED = "no heat map: the image was refused (ask with refuse=false to judge it
 
 @dataclass
 class Outcome:
-    """A prediction for one upload, its heat-map PNG when asked for, and the HTTP status of its error."""
+    """A prediction for one upload, its heat-map PNG (and the film's, to show beside it) when asked
+    for, and the HTTP status of its error."""
 
     prediction: Prediction
     heatmap_png: bytes | None = None
+    film_png: bytes | None = None
     heatmap_note: str | None = None
     status: int = 200
 
@@ -85,8 +87,8 @@ class InferenceService:
         if not self.heatmaps:
             note = NO_HEATMAP_ENGINE.format(engine=self.predictor.engine.name)
             return Outcome(prediction, heatmap_note=note)
-        png = await loop.run_in_executor(self._pool, self._heatmap, upload)
-        return Outcome(prediction, heatmap_png=png)
+        overlay, film = await loop.run_in_executor(self._pool, self._heatmap, upload)
+        return Outcome(prediction, heatmap_png=overlay, film_png=film)
 
     def _decode(
         self, upload: Upload, *, for_model: bool = True, accept_refused: bool = False
@@ -106,10 +108,11 @@ class InferenceService:
     def _prepare(self, upload: Upload, refuse: bool) -> ModelInput:
         return model_input(self._decode(upload, accept_refused=not refuse), self.predictor.meta.preprocess)
 
-    def _heatmap(self, upload: Upload) -> bytes:
-        from pneumoscan.explain import explain_image, overlay_png
+    def _heatmap(self, upload: Upload) -> tuple[bytes, bytes]:
+        """The heat-map overlay PNG and the film's PNG, to show side by side."""
+        from pneumoscan.explain import explain_image, film_png, overlay_png
 
         model_image = self._decode(upload, accept_refused=True)
         shown = self._decode(upload, for_model=False, accept_refused=True)
         explanation = explain_image(self.predictor, shown, upload.name, model_image=model_image)
-        return overlay_png(explanation, WEB_OVERLAY_SIDE)
+        return overlay_png(explanation, WEB_OVERLAY_SIDE), film_png(shown, WEB_OVERLAY_SIDE)

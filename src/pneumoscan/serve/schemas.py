@@ -26,7 +26,12 @@ class ImageResult(BaseModel):
     refused: bool = Field(False, description="the image was refused for being out of distribution (no label)")
     refusal_reason: str = Field("", description="why the image is out of distribution")
     heatmap: str | None = Field(
-        None, description="with heatmap=true: base64 PNG of the Grad-CAM heat map over the image"
+        None,
+        description="with heatmap=true: base64 PNG of the Grad-CAM heat map over the image, with a colour "
+        "bar; its peak is the probability of pneumonia, so a confident NORMAL film stays blue",
+    )
+    film: str | None = Field(
+        None, description="with heatmap=true: base64 grayscale PNG of the film itself, the overlay's size"
     )
     heatmap_note: str | None = Field(None, description="why there is no heat map, when one was asked for")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.model_summary import ModelSummary
 from torch import nn
 
 from pneumoscan.atomic import atomic_write_text
@@ -47,6 +49,9 @@ from pneumoscan.evaluation.metrics import binary_metrics
 from pneumoscan.hardware import lightning_precision
 from pneumoscan.model_file import ModelMeta, save_model
 from pneumoscan.predict import Predictor
+from pneumoscan.progress import live_bars
+from pneumoscan.synthetic import is_synthetic
+from pneumoscan.training.console import EpochLines, quiet_lightning
 from pneumoscan.training.gate import choose_gate
 from pneumoscan.training.module import MONITOR_MODES, XrayClassifier
 
@@ -71,11 +76,14 @@ def train(
     resume: bool = False,
     init_from: str | Path | None = None,
     progress: bool = True,
+    model_summary: bool = False,
 ) -> TrainResult:
     """Train on ``data`` into ``out_dir``; with ``resume`` continue from ``out_dir``'s last checkpoint.
 
     ``data``: a data folder or labels CSV, or a list of them (one site each); ``None`` uses the
     config's ``data.sources``.
+    ``progress`` draws progress bars on a terminal and prints one line per epoch elsewhere (a log
+    file, a notebook); ``model_summary`` prints Lightning's table of layers first.
     """
     run_dir = Path(out_dir)
     initial = None if init_from is None or resume else _initial_network(init_from, config or Config())
@@ -91,24 +99,29 @@ def train(
         module.net.load_state_dict(initial.state_dict())
     if resume:
         _keep_metrics_log(run_dir)
-    trainer = L.Trainer(
-        max_epochs=config.train.max_epochs,
-        max_steps=config.train.max_steps,
-        accelerator=config.train.accelerator,
-        devices=_devices(config.train.devices),
-        num_nodes=config.train.num_nodes,
-        strategy=config.train.strategy,
-        precision=lightning_precision(config.train.precision, config.train.accelerator),  # type: ignore[arg-type]
-        callbacks=_callbacks(run_dir, config, progress),
-        logger=CSVLogger(run_dir, name="logs", version=""),
-        enable_progress_bar=progress,
-        enable_model_summary=progress,
-        log_every_n_steps=10,
-        deterministic=False,
-    )
+    bars = live_bars(progress, sys.stdout)
+    if model_summary:
+        print(ModelSummary(module, max_depth=2), flush=True)
+    with quiet_lightning():
+        trainer = L.Trainer(
+            max_epochs=config.train.max_epochs,
+            max_steps=config.train.max_steps,
+            accelerator=config.train.accelerator,
+            devices=_devices(config.train.devices),
+            num_nodes=config.train.num_nodes,
+            strategy=config.train.strategy,
+            precision=lightning_precision(config.train.precision, config.train.accelerator),  # type: ignore[arg-type]
+            callbacks=_callbacks(run_dir, config, progress, bars),
+            logger=CSVLogger(run_dir, name="logs", version=""),
+            enable_progress_bar=bars,
+            enable_model_summary=False,
+            log_every_n_steps=10,
+            deterministic=False,
+        )
     last = run_dir / "checkpoints" / "last.ckpt"
     started = time.perf_counter()
-    _fit(trainer, module, data_module, str(last) if resume and last.exists() else None)
+    with quiet_lightning():
+        _fit(trainer, module, data_module, str(last) if resume and last.exists() else None)
     seconds = time.perf_counter() - started
     agreement = _weight_agreement(module, trainer)
     if not trainer.is_global_zero:
@@ -126,7 +139,7 @@ def train(
         "world_size": trainer.world_size,
         **({"ddp_max_weight_difference": agreement} if agreement is not None else {}),
     }
-    model_path = _finish(run_dir, module, data_module, config, metrics)
+    model_path = _finish(run_dir, module, data_module, config, metrics, all(map(is_synthetic, sources)))
     _plots(run_dir, data_module, history)
     return TrainResult(run_dir, model_path, metrics, history)
 
@@ -170,7 +183,7 @@ def _devices(devices: str) -> int | str:
     return int(devices) if devices.isdigit() else devices
 
 
-def _callbacks(run_dir: Path, config: Config, progress: bool) -> list[Callback]:
+def _callbacks(run_dir: Path, config: Config, progress: bool, bars: bool) -> list[Callback]:
     checkpoints = run_dir / "checkpoints"
     monitor, mode = config.train.monitor, MONITOR_MODES[config.train.monitor]
     callbacks: list[Callback] = [
@@ -185,8 +198,10 @@ def _callbacks(run_dir: Path, config: Config, progress: bool) -> list[Callback]:
         )
     if config.train.ema_decay:
         callbacks.append(EMAWeightAveraging(decay=config.train.ema_decay))
-    if progress:
+    if bars:
         callbacks.append(TQDMProgressBar(refresh_rate=10))
+    elif progress:
+        callbacks.append(EpochLines())
     return callbacks
 
 
@@ -262,10 +277,17 @@ def _history(run_dir: Path) -> pd.DataFrame:
 
 
 def _finish(
-    run_dir: Path, module: XrayClassifier, data: XrayDataModule, config: Config, metrics: dict[str, Any]
+    run_dir: Path,
+    module: XrayClassifier,
+    data: XrayDataModule,
+    config: Config,
+    metrics: dict[str, Any],
+    synthetic: bool,
 ) -> Path:
     """Calibrate on validation, set the gate's threshold, measure both, write the model file and summary."""
-    meta = ModelMeta(model=config.model, preprocess=config.preprocess, config=config)
+    meta = ModelMeta(
+        model=config.model, preprocess=config.preprocess, config=config, synthetic_data=synthetic
+    )
     predictor = Predictor(TorchEngine(meta, module.net.cpu().float(), config.train.precision))
     val = data.dataset("val")
     logits, gate_logits = predictor.outputs(np.asarray(val.pixels))
