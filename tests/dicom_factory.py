@@ -67,7 +67,7 @@ def write_dicom(
 
     ``window`` is (centre, width); ``frames`` > 1 repeats the image as a multi-frame file;
     ``with_pixels=False`` keeps the image header but drops the Pixel Data element; ``header`` sets
-    further attributes by keyword (e.g. :func:`study_header`).
+    further attributes by keyword (e.g. ``{"Modality": "CT"}`` or :func:`study_header`).
     """
     dataset = _base_dataset(header)
     array = np.stack([pixels] * frames) if frames > 1 else pixels

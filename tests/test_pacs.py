@@ -94,7 +94,8 @@ def _film(path: Path, pneumonia: bool, header: dict[str, object]) -> Path:
 
 @pytest.fixture(scope="module")
 def study(orthanc: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Path]]:
-    """Upload a study of two DX films, one CT slice and one DX with undecodable JPEG 2000 data.
+    """Upload a study of two DX films, a blank DX the model refuses, a CT slice and a DX with
+    undecodable JPEG 2000 data.
 
     Returns the Study Instance UID and the local copies of the films by SOP Instance UID.
     """
@@ -104,6 +105,7 @@ def study(orthanc: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, 
         "normal": _film(folder / "normal.dcm", False, study_header(uid, 1)),
         "pneumonia": _film(folder / "pneumonia.dcm", True, study_header(uid, 2)),
     }
+    blank = write_dicom(folder / "blank.dcm", np.zeros((96, 96), np.uint16), header=study_header(uid, 5))
     ct_pixels = np.full((32, 32), 1000, np.uint16)
     ct = write_dicom(
         folder / "ct.dcm", ct_pixels, header=study_header(uid, 3, Modality="CT", SOPClassUID=CT_IMAGE)
@@ -111,7 +113,7 @@ def study(orthanc: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, 
     broken = write_compressed_dicom(
         folder / "broken.dcm", JPEG2000Lossless, b"not a jpeg 2000 stream" * 4, header=study_header(uid, 4)
     )
-    for path in [*films.values(), ct, broken]:
+    for path in [*films.values(), blank, ct, broken]:
         response = requests.post(f"{orthanc}/instances", data=path.read_bytes(), auth=(USER, PASSWORD))
         assert response.ok, response.text
     return uid, {str(pydicom.dcmread(p).SOPInstanceUID): p for p in films.values()}
@@ -185,19 +187,23 @@ def test_pacs_files_sr_and_heatmap_into_the_study_once(
     out, err = capsys.readouterr()
     lines = out.splitlines()
     assert code == 0, err
-    assert len(lines) == 4, out  # one line per instance: two films, the CT and the broken film
+    assert len(lines) == 5, out  # one line per instance: two films, the blank one, the CT, the broken one
     assert sum("stored SR, SC" in line for line in lines) == 2
+    refused_lines = [line for line in lines if "REFUSED" in line]
+    assert len(refused_lines) == 1 and refused_lines[0].endswith("stored SR")  # an SR, no heat map
     assert any("skipped (CT)" in line for line in lines)
-    assert "modality CT is not a chest radiograph" in err and "JPEG 2000" in err and "Traceback" not in err
+    assert "refused: DICOM Modality is CT" in err and "JPEG 2000" in err and "Traceback" not in err
 
     instances = _instances(orthanc, study_uid)
-    assert len(instances) == before + 4  # an SR and an SC for each of the two films
+    assert len(instances) == before + 5  # an SR and an SC for each of the two films, an SR for the blank
     datasets = [_download(orthanc, item) for item in instances]
     reports = [d for d in datasets if d.Modality == "SR"]
     captures = [d for d in datasets if d.Modality == "OT"]
-    assert len(reports) == 2 and len(captures) == 2
+    assert len(reports) == 3 and len(captures) == 2
     expected = _predict_probabilities(trained_model, list(films.values()), capsys)
-    for report in reports:
+    refused = [r for r in reports if PROBABILITY not in _numbers(r)]
+    assert len(refused) == 1 and _dciodvfy_errors(refused[0], tmp_path) == []
+    for report in (r for r in reports if r not in refused):
         source = report.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
         film = films[str(source.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)]
         assert report.StudyInstanceUID == study_uid and report.PatientID == "PNEUMO-1"
@@ -214,7 +220,8 @@ def test_pacs_files_sr_and_heatmap_into_the_study_once(
     out, err = capsys.readouterr()
     assert code == 0, err
     assert sum("already stored" in line for line in out.splitlines()) == 2, out
-    assert len(_instances(orthanc, study_uid)) == before + 4
+    assert sum("not judged, nothing stored" in line for line in out.splitlines()) == 1, out
+    assert len(_instances(orthanc, study_uid)) == before + 5
 
 
 def test_pacs_csv_lists_every_instance(
@@ -227,7 +234,7 @@ def test_pacs_csv_lists_every_instance(
     import pandas as pd
 
     rows = pd.read_csv(table, keep_default_na=False)
-    assert len(rows) == 4 and set(rows["modality"]) == {"DX", "CT"}
+    assert len(rows) == 5 and set(rows["modality"]) == {"DX", "CT"}
     assert {"probability", "label", "threshold", "error", "status"} <= set(rows.columns)
     assert (rows["error"] != "").sum() == 2
 
@@ -313,8 +320,7 @@ def test_sr_of_a_refused_film_says_not_judged(trained_model: Path, tmp_path: Pat
 
     meta = Predictor.load(trained_model).meta
     source = pydicom.dcmread(_film(tmp_path / "knee.dcm", False, study_header(generate_uid(), 1)))
-    prediction = Prediction("knee.dcm", threshold=meta.threshold)
-    prediction.refused, prediction.refusal_reason = True, "not a chest film"  # the refusal gate's fields
+    prediction = Prediction("knee.dcm", 0.4, None, meta.threshold, refused=True, refusal_reason="no chest")
     report = result_sr(source, prediction, meta)
     texts, codes = [], []
 
@@ -325,6 +331,6 @@ def test_sr_of_a_refused_film_says_not_judged(trained_model: Path, tmp_path: Pat
             walk(item.get("ContentSequence", []))
 
     walk(report.ContentSequence)
-    assert "not judged: not a chest film" in texts and "Indeterminate" in codes
+    assert "not judged: no chest" in texts and "Indeterminate" in codes
     assert PROBABILITY not in _numbers(report) and THRESHOLD in _numbers(report)
     assert _dciodvfy_errors(report, tmp_path) == []

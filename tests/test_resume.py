@@ -83,7 +83,7 @@ def test_resume_after_interruption(
 
     resumed = EpochRecorder()
     add_callback(monkeypatch, resumed)
-    code = main([*base, "--resume"])
+    code = main(["train", "--out", str(run_dir), "--quiet", "--resume"])  # the data come from config.json
     out, err = capfd.readouterr()
     assert code == 0, err
     assert resumed.epochs == [2, 3]  # continued, not restarted
@@ -96,7 +96,8 @@ def test_resume_after_interruption(
     assert history["val_loss"].notna().all() and history["train_loss"].notna().all()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["epochs"] == 4
-    assert Config.load(run_dir / "config.json") == small_config(max_epochs=4)
+    recorded = f"data.sources={json.dumps([str(small_data)])}"
+    assert Config.load(run_dir / "config.json") == small_config(max_epochs=4).with_overrides([recorded])
 
 
 def test_existing_run_dir_is_refused_without_resume(

@@ -1,4 +1,4 @@
-"""The ``pneumoscan`` command line: inspect, train, evaluate, predict, pacs, info, export, serve, demo.
+"""The ``pneumoscan`` command line: inspect, train, evaluate, calibrate, predict, pacs, export, serve, demo.
 
 Every user error ends in one line on stderr (``pneumoscan: error: ...``) and exit status 2;
 ``--debug`` shows the traceback instead.  Heavy libraries are imported inside each command so
@@ -14,16 +14,40 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from pneumoscan import __version__
-from pneumoscan.errors import PneumoscanError
+from pneumoscan.errors import PneumoscanError, PneumoscanWarning
+
+if TYPE_CHECKING:
+    from pneumoscan.model_file import ModelMeta
 
 MODEL_SUFFIXES = (".safetensors", ".onnx")
+# predict's plain output: calibrated probability of pneumonia, the label at the model's threshold, the file
+PREDICT_HEADER = f"{'probability':>11}  {'label':<9}  file"
+
+
+def _add_data_option(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument(
+        "--data",
+        action="append",
+        metavar="FOLDER_OR_CSV",
+        help="data folder (Kaggle layout or NORMAL/ PNEUMONIA/) or labels CSV (path,label[,patient,site,"
+        f"split,view,age,sex]); repeat it for several sites {default}",
+    )
+
+
+def _data_sources(args: argparse.Namespace) -> list[str]:
+    """The data sources of inspect/evaluate: the positional DATA arguments, then every --data."""
+    sources = [*args.sources, *(args.data or [])]
+    if not sources:
+        raise PneumoscanError("no data: pass a data folder or labels CSV (DATA or --data)")
+    return sources
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model on a data folder", description="Train a model.")
-    p.add_argument("--data", required=True, help="data folder (Kaggle layout or NORMAL/ PNEUMONIA/)")
+    p = sub.add_parser("train", help="train a model on data folders", description="Train a model.")
+    _add_data_option(p, "(default: data.sources of --config)")
     p.add_argument("--out", required=True, help="run directory to create (or to continue with --resume)")
     p.add_argument(
         "--recipe", default=None, help="named recipe: seed (the notebook) or default (bundled model)"
@@ -46,7 +70,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", help="auto, ddp, ddp_spawn, ... (Lightning)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--init-from", help="start from the weights of this pneumoscan model file (fine-tuning)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bars or per-epoch lines, only the result"
+    )
+    p.add_argument("--model-summary", action="store_true", help="print the network's table of layers first")
 
 
 def _train_config(args: argparse.Namespace):
@@ -88,7 +115,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = None if args.resume else _train_config(args)
     result = train(
-        args.data, args.out, config, resume=args.resume, init_from=args.init_from, progress=not args.quiet
+        args.data,
+        args.out,
+        config,
+        resume=args.resume,
+        init_from=args.init_from,
+        progress=not args.quiet,
+        model_summary=args.model_summary,
     )
     if result.model_path is None:  # a non-zero rank of a distributed run
         return 0
@@ -104,8 +137,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_inspect(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect", help="list and check a data folder", description="Inspect a data folder.")
-    p.add_argument("data", help="data folder")
+    p = sub.add_parser("inspect", help="list and check data folders", description="Inspect data folders.")
+    p.add_argument(
+        "sources", nargs="*", metavar="DATA", help="data folder or labels CSV (several: one site each)"
+    )
+    _add_data_option(p, "(the same as DATA)")
     p.add_argument("--recipe", default="seed", help="recipe whose preprocessing and split settings to use")
     p.add_argument("--plots", help="write class-distribution and sample-image PNGs into this folder")
     p.add_argument("--manifest", help="write the manifest (one row per image) to this CSV file")
@@ -116,7 +152,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from pneumoscan.config import recipe
     from pneumoscan.data.inspect import inspect_dataset
 
-    report = inspect_dataset(args.data, recipe(args.recipe), progress=not args.quiet)
+    report = inspect_dataset(_data_sources(args), recipe(args.recipe), progress=not args.quiet)
     print(report.text())
     if args.manifest:
         from pneumoscan.atomic import atomic_write_text
@@ -132,22 +168,36 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "evaluate", help="measure a model on a labelled split", description="Evaluate a model."
     )
     p.add_argument("model", help="model file, or 'bundled' for the model shipped with pneumoscan")
-    p.add_argument("data", help="data folder (Kaggle layout or NORMAL/ PNEUMONIA/)")
+    p.add_argument(
+        "sources", nargs="*", metavar="DATA", help="data folder or labels CSV (several: one site each)"
+    )
+    _add_data_option(p, "(the same as DATA)")
     p.add_argument("--split", help="split to evaluate (default: test, or the only one)")
     p.add_argument("--out", help="folder for metrics.json, predictions.csv and plots (default: none)")
-    p.add_argument("--report", help="write a self-contained HTML report to this file")
+    p.add_argument(
+        "--report",
+        nargs="?",
+        const="report.html",
+        metavar="FILE",
+        help="write a self-contained HTML report; a bare file name (or none: report.html) goes into --out "
+        "when --out is given, a path with a folder is used as it is",
+    )
     p.add_argument("--engine", choices=["torch", "onnx"], default="torch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pneumoscan.evaluation.evaluate import evaluate
+    from pneumoscan.evaluation.groups import format_groups
     from pneumoscan.evaluation.metrics import format_report
     from pneumoscan.predict import Predictor
 
     predictor = Predictor.load(_model_path(args.model), args.engine)
-    result = evaluate(predictor, args.data, args.split, progress=not args.quiet)
+    result = evaluate(predictor, _data_sources(args), args.split, progress=not args.quiet)
     print(format_report(result.metrics))
+    print(f"\nper group, with 95% {result.metrics['bootstrap']['unit']}-bootstrap intervals")
+    print(format_groups(result.metrics["groups"]))
+    _warn_if_synthetic(predictor.meta)
     _report_skipped(result.skipped)
     if args.out:
         written = result.write(args.out)
@@ -155,9 +205,91 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.report:
         from pneumoscan.evaluation.report import write_report
 
-        write_report(result, predictor, args.report)
-        print(f"report: {args.report}")
+        print(f"report: {write_report(result, predictor, report_path(args.report, args.out))}")
     return 0
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="refit a model's temperature and threshold on a new site's labelled films",
+        description="Refit the calibration temperature and the operating threshold on labelled films "
+        "of a new site, without retraining, and write a new model file that records them. "
+        "A .onnx model is recalibrated without PyTorch.",
+    )
+    p.add_argument("model", help="model file (.safetensors or .onnx), or 'bundled'")
+    p.add_argument("data", help="labelled films (Kaggle layout or NORMAL/ PNEUMONIA/)")
+    p.add_argument("--out", required=True, help="new model file to write (same suffix as MODEL)")
+    p.add_argument(
+        "--rule",
+        choices=["fixed", "sensitivity", "youden"],
+        help="threshold rule (default: the model's own): fixed (--threshold), sensitivity "
+        "(highest threshold keeping --target-sensitivity), youden (max sensitivity + specificity)",
+    )
+    p.add_argument(
+        "--target-sensitivity", type=float, help="sensitivity to keep (implies --rule sensitivity)"
+    )
+    p.add_argument("--threshold", type=float, help="threshold of --rule fixed (default 0.5)")
+    p.add_argument("--keep-temperature", action="store_true", help="refit the threshold only")
+    p.add_argument("--split", help="split to calibrate on (default: the only one, else val, else train)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _calibration_rule(args: argparse.Namespace):
+    from pydantic import ValidationError
+
+    from pneumoscan.config import CalibrationConfig
+
+    rule = args.rule or ("sensitivity" if args.target_sensitivity is not None else None)
+    if args.target_sensitivity is not None and rule != "sensitivity":
+        raise PneumoscanError("--target-sensitivity goes with --rule sensitivity")
+    if args.threshold is not None and rule != "fixed":
+        raise PneumoscanError("--threshold goes with --rule fixed")
+    if rule is None:
+        return None
+    fields = {
+        "threshold_rule": rule,
+        "threshold": args.threshold,
+        "target_sensitivity": args.target_sensitivity,
+    }
+    try:
+        return CalibrationConfig(**{k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise PneumoscanError(f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}") from None
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from pneumoscan.recalibrate import recalibrate
+
+    result = recalibrate(
+        _model_path(args.model),
+        args.data,
+        args.out,
+        _calibration_rule(args),
+        args.split,
+        args.keep_temperature,
+        progress=not args.quiet,
+    )
+    record = result.record
+    print(f"calibrated on {sum(record.films.values())} films: {record.summary()}")
+    before, after = record.metrics_before, record.metrics_after
+    changes = "  ".join(
+        f"{name} {_fmt(before[name])} -> {_fmt(after[name])}"
+        for name in ("sensitivity", "specificity", "ece")
+    )
+    print(f"on these same films: {changes} (measure on other films with pneumoscan evaluate)")
+    print(f"wrote {result.path}")
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def report_path(report: str, out: str | None) -> Path:
+    """Where ``evaluate --report`` writes: a bare file name goes into ``--out`` when one is given."""
+    return Path(out) / report if out and not os.path.dirname(report) else Path(report)
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -184,6 +316,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--heatmaps", action="store_true", help="with --dicom-out: also a Secondary Capture of the heat map"
     )
+    p.add_argument(
+        "--no-refuse",
+        action="store_true",
+        help="label images the model would refuse too (they stay marked out of distribution)",
+    )
 
 
 def collect_images(inputs: Sequence[str]) -> list[str]:
@@ -204,7 +341,7 @@ def collect_images(inputs: Sequence[str]) -> list[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from pneumoscan.predict import Predictor
+    from pneumoscan.predict import NO_GATE, Predictor
 
     inputs = list(args.inputs)
     model = args.model
@@ -216,7 +353,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.heatmaps and not args.dicom_out:
         raise PneumoscanError("--heatmaps adds heat maps to --dicom-out; give --dicom-out DIR too")
     _check_heatmaps(args)
-    predictor = Predictor.load(model, args.engine)
+    predictor = Predictor.load(model, args.engine, refuse=not args.no_refuse)
+    if predictor.meta.gate is None:
+        print(f"pneumoscan: note: {NO_GATE}", file=sys.stderr)
     if args.explain:
         from pneumoscan.explain import explain_files
 
@@ -227,10 +366,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
         results = predictor.predict_files(paths)
     _print_predictions([r.as_dict() for r in results], args)
     failed = [r for r in results if r.error]
+    if len(failed) < len(results):
+        _warn_if_synthetic(predictor.meta)
     for r in failed:
         print(f"pneumoscan: skipped {r.error}", file=sys.stderr)
     if failed:
         print(f"pneumoscan: {len(failed)} of {len(results)} files skipped", file=sys.stderr)
+    outside = sum(r.out_of_distribution for r in results)
+    if outside:
+        what = "refused" if predictor.refuse else "judged anyway (--no-refuse)"
+        print(
+            f"pneumoscan: {outside} of {len(results)} images are not chest films the model can judge: {what}",
+            file=sys.stderr,
+        )
     if args.dicom_out:
         _write_dicom_out(predictor, results, args)
     return 0 if len(failed) < len(results) else 2
@@ -270,12 +418,20 @@ def _print_predictions(rows: list[dict], args: argparse.Namespace) -> None:
     if not _write_table(rows, args):
         table = pd.DataFrame(rows)
         ok = table[table["error"] == ""]
+        if len(ok):
+            print(PREDICT_HEADER)
         for row in ok.itertuples():
-            note = f"  ! {row.warnings}" if row.warnings else ""
-            print(f"{row.probability:8.4f}  {row.label:<9}  {row.path}{note}")
+            notes = [f"out of distribution: {row.refusal_reason}"] if row.out_of_distribution else []
+            notes += [row.warnings] if row.warnings else []
+            note = "".join(f"  ! {n}" for n in notes)
+            probability = "          -" if pd.isna(row.probability) else f"{row.probability:11.4f}"
+            label = "REFUSED" if row.refused else row.label
+            print(f"{probability}  {label:<9}  {row.path}{note}")
 
 
 def _add_pacs(sub: argparse._SubParsersAction) -> None:
+    from pneumoscan.data.imageio import CHEST_MODALITIES
+
     p = sub.add_parser(
         "pacs",
         help="predict studies of a PACS (DICOMweb) and store the results back",
@@ -294,7 +450,9 @@ def _add_pacs(sub: argparse._SubParsersAction) -> None:
         "--since", metavar="TIME", help="all studies from this date/time on, e.g. 2024-05-01T08:00"
     )
     p.add_argument(
-        "--modality", default="CR,DX", help="with --since: modalities in the study (default: %(default)s)"
+        "--modality",
+        default=",".join(CHEST_MODALITIES),
+        help="with --since: modalities in the study (default: %(default)s)",
     )
     p.add_argument("--model", help="model file (default: the bundled model)")
     p.add_argument("--engine", choices=["torch", "onnx"], default="torch")
@@ -356,10 +514,12 @@ def _instance_line(result) -> str:
     """One stdout line per archive instance: probability, label, study/instance UIDs and what was done."""
     prediction = result.prediction
     where = f"{result.study_uid}/{result.sop_uid}"
-    if prediction is None or prediction.probability is None:
+    if prediction is None:
         status = f"skipped ({result.modality or 'no modality'})" if result.error else result.status
         return f"{'-':>8}  {'-':<9}  {where}  {status}"
-    return f"{prediction.probability:8.4f}  {prediction.label or '-':<9}  {where}  {result.status}"
+    probability = f"{prediction.probability:8.4f}" if prediction.probability is not None else f"{'-':>8}"
+    label = "REFUSED" if prediction.refused else prediction.label or "-"
+    return f"{probability}  {label:<9}  {where}  {result.status}"
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
@@ -373,7 +533,7 @@ def _model_path(value: str | None) -> str | None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from pneumoscan.predict import load_engine
+    from pneumoscan.predict import NO_GATE, load_engine
 
     model = _model_path(args.model)
     engine = "onnx" if model and model.lower().endswith(".onnx") else "torch"
@@ -385,6 +545,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         meta = load_engine(model, "onnx").meta
     print(meta.model_dump_json(indent=2))
+    if meta.gate is None:
+        print(f"gate: none ({NO_GATE})")
+    else:
+        print(f"gate: refuses when ood_score > {meta.gate.threshold:.4f} ({meta.gate.rule})")
+    if meta.calibration_history:
+        print("calibration history:", file=sys.stderr)
+        for number, record in enumerate(meta.calibration_history, 1):
+            print(f"  {number}. {record.summary()}", file=sys.stderr)
     return 0
 
 
@@ -473,6 +641,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise PneumoscanError(f"{args.save_uploads}: cannot create the uploads folder ({exc})") from None
     predictor = Predictor.load(args.model, args.engine)
+    _warn_if_synthetic(predictor.meta)
     app = create_app(
         predictor,
         max_upload_bytes=int(args.max_upload_mb * 2**20),
@@ -501,13 +670,22 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         description="Make a small synthetic data set, train, evaluate and predict, offline, in a minute.",
     )
     p.add_argument("--out", default="pneumoscan-demo", help="folder for the data and the run")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from pneumoscan.demo import run_demo
 
-    run_demo(Path(args.out))
+    if not args.debug:
+        _quiet_libraries()  # again, as for train: importing Lightning resets its loggers to INFO
+    run_demo(Path(args.out), progress=not args.quiet)
     return 0
+
+
+def _warn_if_synthetic(meta: ModelMeta) -> None:
+    """A model trained on synthetic shapes says so on every use."""
+    if meta.synthetic_warning():
+        print(f"pneumoscan: warning: {meta.synthetic_warning()}", file=sys.stderr)
 
 
 def _report_skipped(skipped: dict[str, str]) -> None:
@@ -521,6 +699,7 @@ COMMANDS = {
     "inspect": (_add_inspect, cmd_inspect),
     "train": (_add_train, cmd_train),
     "evaluate": (_add_evaluate, cmd_evaluate),
+    "calibrate": (_add_calibrate, cmd_calibrate),
     "predict": (_add_predict, cmd_predict),
     "pacs": (_add_pacs, cmd_pacs),
     "info": (_add_info, cmd_info),
@@ -546,16 +725,36 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("always", category=PneumoscanWarning)  # ours are for the user: never hidden
     import logging
 
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torch.onnx"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` printing a :class:`PneumoscanWarning` as one line on stderr."""
+    if issubclass(category, PneumoscanWarning):
+        print(f"pneumoscan: warning: {message}", file=sys.stderr)
+    else:
+        _SHOW_WARNING(message, category, filename, lineno, file, line)
+
+
+_SHOW_WARNING = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pneumoscan`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.showwarning = _show_warning
     if not args.debug:
         _quiet_libraries()
     try:

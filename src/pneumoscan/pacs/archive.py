@@ -55,7 +55,7 @@ class Archive:
 
     def instances(self, study_uid: str) -> list[Dataset]:
         """QIDO-RS headers (UIDs, modality, series description) of the instances of one study."""
-        fields = ["Modality", "SeriesDescription", "SOPClassUID", "InstanceNumber"]
+        fields = ["Modality", "SeriesDescription", "BodyPartExamined", "ViewPosition", "InstanceNumber"]
         with self._errors(f"list study {study_uid}"):
             found = self.client.search_for_instances(study_uid, fields=fields)
         if not found:

@@ -10,6 +10,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from pneumoscan.atomic import atomic_path
+from pneumoscan.data.imageio import dicom_refusals
 from pneumoscan.errors import PneumoscanError
 from pneumoscan.pacs.results import check_source, heatmap_sc, result_sr
 from pneumoscan.predict import Prediction, Predictor
@@ -20,8 +21,9 @@ def write_dicom_results(
 ) -> tuple[list[Path], list[str]]:
     """Write ``OUT_DIR/<SOPInstanceUID>.dcm`` for each predicted DICOM film; return the files and skips.
 
-    Films that are not DICOM files (or lack the study UIDs a result needs) are skipped with a
-    one-line message; predictions with an error are passed over (they were reported already).
+    Films that are not DICOM files, lack the study UIDs a result needs or were refused by their
+    header (a CT slice...) are skipped with a one-line message; predictions with an error are passed
+    over (they were reported already). With ``heatmaps``, films the model refused get no heat map.
     """
     out = Path(out_dir)
     written: list[Path] = []
@@ -32,7 +34,7 @@ def write_dicom_results(
         try:
             header = _read_header(prediction.path)
             objects = [result_sr(header, prediction, predictor.meta)]
-            if heatmaps:
+            if heatmaps and not prediction.refused:
                 from pneumoscan.explain import explain_file
 
                 overlay = explain_file(predictor, prediction.path).overlay
@@ -52,6 +54,9 @@ def _read_header(path: str) -> Dataset:
     except Exception as exc:  # damaged files were reported while predicting; be safe anyway
         raise PneumoscanError(f"{path}: DICOM header cannot be read ({type(exc).__name__})") from None
     check_source(header, path)
+    refusals = dicom_refusals(header)
+    if refusals:
+        raise PneumoscanError(f"{path}: refused ({'; '.join(refusals)}); no DICOM result written for it")
     return header
 
 

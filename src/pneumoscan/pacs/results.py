@@ -81,10 +81,10 @@ def result_sr(source: Dataset, prediction: Prediction, meta: ModelMeta) -> Datas
         qualitative_evaluations=[hd.sr.QualitativeEvaluation(PNEUMONIA, _finding(prediction, meta))],
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
     )
-    if getattr(prediction, "refused", False):
+    if prediction.refused:
         note = hd.sr.TextContentItem(
             name=codes.DCM.Comment,
-            value=f"not judged: {getattr(prediction, 'refusal_reason', '') or 'refused by the model'}",
+            value=f"not judged: {prediction.refusal_reason or 'refused by the model'}",
             relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
         )
         group[0].ContentSequence.append(note)
@@ -151,7 +151,7 @@ def _measurements(prediction: Prediction) -> list:
     import highdicom as hd
 
     values = [(codes.DCM.ThresholdValue, prediction.threshold)]
-    if not getattr(prediction, "refused", False):
+    if not prediction.refused:
         values.insert(0, (codes.DCM.Probability, prediction.probability))
     return [
         hd.sr.Measurement(name=name, value=float(value), unit=codes.UCUM.NoUnits)
@@ -161,7 +161,7 @@ def _measurements(prediction: Prediction) -> list:
 
 
 def _finding(prediction: Prediction, meta: ModelMeta) -> Code:
-    if getattr(prediction, "refused", False) or prediction.label is None:
+    if prediction.refused or prediction.label is None:
         return codes.SCT.Indeterminate
     return codes.SCT.Present if prediction.label == meta.class_names[1] else codes.SCT.Absent
 

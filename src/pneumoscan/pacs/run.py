@@ -1,10 +1,12 @@
 """``pneumoscan pacs``: predict the chest films of archive studies and file the results into them.
 
 For each instance of a study: earlier pneumoscan results (series description ``pneumoscan ...``) are
-passed over; images that are not radiographs (Modality other than CR/DX, e.g. CT) are reported and
-skipped; an instance whose SR (and, with heat maps, SC) from this model is already in the study is
-reported as done without being retrieved again; anything else is retrieved (WADO-RS), predicted
-exactly like ``pneumoscan predict`` predicts the same file, and its results are stored (STOW-RS).
+passed over; instances whose header the model refuses (:func:`~pneumoscan.data.imageio.dicom_refusals`:
+a CT slice, a lateral view...) are reported and skipped without being retrieved; an instance whose SR
+(and, with heat maps, SC) from this model is already in the study is reported as done without being
+retrieved again; anything else is retrieved (WADO-RS), predicted exactly like ``pneumoscan predict``
+predicts the same file, and its results are stored (STOW-RS). A film the model's gate refuses gets an
+SR that says it was not judged, and no heat map.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 import pydicom
 from pydicom.dataset import Dataset
 
+from pneumoscan.data.imageio import dicom_refusals
 from pneumoscan.errors import PneumoscanError
 from pneumoscan.pacs.archive import Archive
 from pneumoscan.pacs.results import (
@@ -27,8 +30,6 @@ from pneumoscan.pacs.results import (
 )
 from pneumoscan.predict import Prediction, Predictor
 from pneumoscan.preprocess import read_bytes_for_model
-
-RADIOGRAPH_MODALITIES = frozenset({"CR", "DX"})
 
 
 @dataclass
@@ -75,8 +76,9 @@ def _process_instance(
     study, sop = str(instance.StudyInstanceUID), str(instance.SOPInstanceUID)
     modality = str(instance.get("Modality") or "")
     result = InstanceResult(study, sop, modality, "skipped")
-    if modality not in RADIOGRAPH_MODALITIES:
-        result.error = f"{study}/{sop}: modality {modality or '(none)'} is not a chest radiograph (CR or DX)"
+    refusals = dicom_refusals(instance)
+    if refusals:
+        result.error = f"{study}/{sop}: refused: {'; '.join(refusals)}"
         return result
     uids = result_uids(instance, predictor.meta)
     missing = {"SR": uids.sr_instance, **({"SC": uids.sc_instance} if heatmaps else {})}
@@ -86,33 +88,38 @@ def _process_instance(
         return result
     try:
         data = archive.retrieve(instance)
-        prediction, objects = _predict_instance(predictor, data, f"{study}/{sop}", missing)
-        result.prediction = prediction
-        archive.store(study, objects)
+        result.prediction, objects = _predict_instance(predictor, data, f"{study}/{sop}", set(missing))
+        if objects:
+            archive.store(study, list(objects.values()))
     except PneumoscanError as exc:
         result.error = str(exc)
         return result
-    result.status = "stored " + ", ".join(missing)
+    result.status = "stored " + ", ".join(objects) if objects else "not judged, nothing stored"
     return result
 
 
 def _predict_instance(
-    predictor: Predictor, data: bytes, name: str, kinds: dict[str, str]
-) -> tuple[Prediction, list[Dataset]]:
-    """The prediction for a retrieved film and the result objects of ``kinds`` ("SR", "SC")."""
+    predictor: Predictor, data: bytes, name: str, kinds: set[str]
+) -> tuple[Prediction, dict[str, Dataset]]:
+    """The prediction for a retrieved film and its result objects of ``kinds`` ("SR", "SC") by kind.
+
+    A film the model refuses gets no heat map (its SR says it was not judged).
+    """
     header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
     check_source(header, name)
     image = read_bytes_for_model(data, name, predictor.meta.preprocess)
-    objects: list[Dataset] = []
+    capture = None
     if "SC" in kinds:
         from pneumoscan.data.imageio import read_image_bytes
         from pneumoscan.explain import explain_image
 
-        explanation = explain_image(predictor, read_image_bytes(data, name), name, model_image=image)
+        full = read_image_bytes(data, name, accept_refused=True)
+        explanation = explain_image(predictor, full, name, model_image=image)
         prediction = explanation.prediction
-        objects.append(heatmap_sc(header, explanation.overlay, predictor.meta))
+        capture = heatmap_sc(header, explanation.overlay, predictor.meta)
     else:
         prediction = predictor.predict_images([image], [name])[0]
-    if "SR" in kinds:
-        objects.insert(0, result_sr(header, prediction, predictor.meta))
+    objects = {"SR": result_sr(header, prediction, predictor.meta)} if "SR" in kinds else {}
+    if capture is not None and not prediction.refused:
+        objects["SC"] = capture
     return prediction, objects
