@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -303,6 +306,62 @@ def test_predict_with_only_bad_images_fails(
     assert str(bad_images["corrupt"]) in err.splitlines()[0]
 
 
+def test_predict_names_every_kind_of_model(
+    cli_run: tuple[Path, Config], synthetic_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """One model resolver for every command: a checkpoint is refused, ``bundled`` is a model, not an image."""
+    image = str(next((synthetic_data / "test" / "NORMAL").glob("*.jpeg")))
+    checkpoint = str(cli_run[0] / "checkpoints" / "best.ckpt")
+    for args in (
+        ["predict", checkpoint, image],
+        ["predict", "--model", checkpoint, image],
+        ["evaluate", checkpoint, str(synthetic_data), "--quiet"],
+        ["export", checkpoint, str(tmp_path / "m.onnx")],
+        ["info", checkpoint],
+        ["serve", "--model", checkpoint, "--port", "1"],
+    ):
+        code, out, err = run_cli(args, capfd)
+        assert code == 2 and out == "", (args, err)
+        assert_one_error_line(err, checkpoint, "a training checkpoint, not a model file")
+
+    code, out, err = run_cli(["predict", "bundled", image, "--json"], capfd)
+    [row] = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and err == "" and row["path"] == image
+    assert row["probability"] == pytest.approx(Predictor.load().predict_files([image])[0].probability)
+
+    code, _, err = run_cli(["predict", str(cli_run[0] / "notes.txt"), image], capfd)
+    assert code == 0 and "notes.txt" in err  # not a model name: an image to skip, with the others predicted
+
+
+def test_predict_keeps_files_whose_names_are_not_utf8(
+    model: Path, synthetic_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "films"
+    folder.mkdir()
+    films = sorted((synthetic_data / "test" / "NORMAL").glob("*.jpeg"))[:3]
+    raw_names = [b"a-film.jpeg", b"b-\xff\xfe-latin1.jpeg", b"c-film.jpeg"]  # the middle one is not UTF-8
+    for film, raw in zip(films, raw_names, strict=True):
+        shutil.copy(film, os.path.join(os.fsencode(folder), raw))
+
+    csv_path = tmp_path / "out.csv"
+    code, out, _ = run_cli(["predict", str(model), str(folder), "--csv", str(csv_path)], capfd)
+    assert code == 0 and "wrote 3 rows" in out
+    table = pd.read_csv(csv_path, encoding_errors="surrogateescape")
+    assert [os.fsencode(Path(p).name) for p in table["path"]] == raw_names  # the names' own bytes
+    assert table["probability"].notna().all()
+
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict", "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "pneumoscan", "predict", str(model), str(folder)],
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    lines = done.stdout.splitlines()
+    assert [line.rsplit(b"/", 1)[-1] for line in lines] == raw_names
+
+
 @pytest.fixture(scope="module")
 def bad_models(tmp_path_factory: pytest.TempPathFactory, model: Path) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("bad-models")
@@ -397,7 +456,7 @@ def test_model_metadata_round_trip(model: Path, capfd: pytest.CaptureFixture[str
 
 
 def test_info_shows_the_bundled_model_with_or_without_its_name(capfd: pytest.CaptureFixture[str]) -> None:
-    from pneumoscan.predict import bundled_model_path
+    from pneumoscan.model_source import bundled_model_path
 
     expected = json.loads(read_meta(bundled_model_path()).model_dump_json())
     for args in (["info"], ["info", "bundled"]):

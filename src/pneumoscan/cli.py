@@ -18,7 +18,7 @@ from pathlib import Path
 from pneumoscan import __version__
 from pneumoscan.errors import PneumoscanError
 
-MODEL_SUFFIXES = (".safetensors", ".onnx")
+ENGINE_HELP = "torch or onnx (default: the one the model file is made for)"
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -58,8 +58,9 @@ def _train_config(args: argparse.Namespace):
         config = Config.load(args.config)
     elif args.init_from and not args.recipe:
         from pneumoscan.model_file import read_meta
+        from pneumoscan.model_source import resolve_model
 
-        config = read_meta(args.init_from).config or recipe("seed")
+        config = read_meta(resolve_model(args.init_from, "torch").path).config or recipe("seed")
     else:
         config = recipe(args.recipe or "seed")
     flags = {
@@ -136,7 +137,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", help="split to evaluate (default: test, or the only one)")
     p.add_argument("--out", help="folder for metrics.json, predictions.csv and plots (default: none)")
     p.add_argument("--report", help="write a self-contained HTML report to this file")
-    p.add_argument("--engine", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--engine", choices=["torch", "onnx"], help=ENGINE_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -145,7 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pneumoscan.evaluation.metrics import format_report
     from pneumoscan.predict import Predictor
 
-    predictor = Predictor.load(_model_path(args.model), args.engine)
+    predictor = Predictor.load(args.model, args.engine)
     result = evaluate(predictor, args.data, args.split, progress=not args.quiet)
     print(format_report(result.metrics))
     _report_skipped(result.skipped)
@@ -164,14 +165,14 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
         help="pneumonia probability for images",
-        description="Predict images. The first argument may be a model file (.safetensors/.onnx); "
-        "without one the bundled model is used.",
+        description="Predict images. The first argument may be a model file (.safetensors/.onnx) or "
+        "'bundled'; without one the bundled model is used.",
     )
     p.add_argument(
         "inputs", nargs="+", metavar="[MODEL] IMAGE_OR_DIR", help="model file, then images or folders"
     )
     p.add_argument("--model", help="model file (alternative to giving it first)")
-    p.add_argument("--engine", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--engine", choices=["torch", "onnx"], help=ENGINE_HELP)
     out = p.add_mutually_exclusive_group()
     out.add_argument("--csv", metavar="FILE", help="write a CSV table ('-' for stdout)")
     out.add_argument("--json", action="store_true", help="print JSON lines")
@@ -196,11 +197,14 @@ def collect_images(inputs: Sequence[str]) -> list[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from pneumoscan.model_source import names_model
     from pneumoscan.predict import Predictor
 
     inputs = list(args.inputs)
     model = args.model
-    if model is None and inputs[0].lower().endswith(MODEL_SUFFIXES):
+    if names_model(inputs[0]):
+        if model is not None:
+            raise PneumoscanError(f"two models given ({model} and {inputs[0]}); pass one")
         model = inputs.pop(0)
     paths = collect_images(inputs)
     if not paths:
@@ -250,23 +254,18 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", nargs="?", help="model file, or 'bundled' (the default)")
 
 
-def _model_path(value: str | None) -> str | None:
-    """A model argument; ``None`` (for the bundled model) when it is missing or ``bundled``."""
-    return None if value in (None, "bundled") else value
-
-
 def cmd_info(args: argparse.Namespace) -> int:
-    from pneumoscan.predict import load_engine
+    from pneumoscan.model_source import resolve_model
 
-    model = _model_path(args.model)
-    engine = "onnx" if model and model.lower().endswith(".onnx") else "torch"
-    if engine == "torch":
+    source = resolve_model(args.model)
+    if source.engine == "torch":
         from pneumoscan.model_file import read_meta
-        from pneumoscan.predict import bundled_model_path
 
-        meta = read_meta(model or bundled_model_path())
+        meta = read_meta(source.path)
     else:
-        meta = load_engine(model, "onnx").meta
+        from pneumoscan.predict import load_engine
+
+        meta = load_engine(source.path).meta
     print(meta.model_dump_json(indent=2))
     return 0
 
@@ -295,11 +294,17 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from pneumoscan.export import export_onnx
-    from pneumoscan.predict import bundled_model_path
+    from pneumoscan.model_source import resolve_model
 
-    model = _model_path(args.model) or bundled_model_path()
+    source = resolve_model(args.model)
+    if source.engine != "torch":
+        raise PneumoscanError(f"{source.path}: already an ONNX file; export takes a .safetensors model file")
     out = export_onnx(
-        model, args.out, args.opset, int8_calibration=args.int8, calibration_images=args.calibration_images
+        source.path,
+        args.out,
+        args.opset,
+        int8_calibration=args.int8,
+        calibration_images=args.calibration_images,
     )
     print(f"wrote {out}")
     return 0
@@ -318,8 +323,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--engine",
         choices=["torch", "onnx"],
-        default="torch",
-        help="torch (heat maps available) or onnx (a .onnx file from pneumoscan export)",
+        help="torch (heat maps available) or onnx (a .onnx file from pneumoscan export); "
+        "default: the one the model file is made for",
     )
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
@@ -369,7 +374,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(
-        f"pneumoscan: serving {predictor.meta.model_id()} ({args.engine}) on http://{args.host}:{args.port}/ "
+        f"pneumoscan: serving {predictor.meta.model_id()} ({predictor.engine.name}) "
+        f"on http://{args.host}:{args.port}/ "
         "(API docs at /docs; Ctrl+C stops)",
         file=sys.stderr,
     )
@@ -434,10 +440,23 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def _tolerate_any_file_name() -> None:
+    """Let stdout print every file name, even one that is not valid UTF-8 (stderr already escapes them).
+
+    Such names arrive as ``os.fsdecode`` makes them (lone surrogates); a UTF-8 stdout writes their
+    original bytes back (as ``ls`` and the CSV files do), any other encoding shows them escaped.
+    """
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        utf8 = (getattr(sys.stdout, "encoding", "") or "").lower().replace("-", "") == "utf8"
+        reconfigure(errors="surrogateescape" if utf8 else "backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pneumoscan`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _tolerate_any_file_name()
     if not args.debug:
         _quiet_libraries()
     try:

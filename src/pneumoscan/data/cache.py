@@ -108,7 +108,8 @@ def _up_to_date(
 
 def _store_dir(abs_paths: list[str], cfg: PreprocessConfig, cache_dir: Path) -> Path:
     root = os.path.commonpath(abs_paths) if abs_paths else "."
-    key = hashlib.sha1(f"{root}|{cfg.image_size}|{cfg.crop_fraction}".encode(), usedforsecurity=False)
+    text = f"{root}|{cfg.image_size}|{cfg.crop_fraction}"
+    key = hashlib.sha1(text.encode("utf-8", "surrogateescape"), usedforsecurity=False)  # any folder name
     return cache_dir / f"{cfg.image_size}px-{key.hexdigest()[:16]}"
 
 

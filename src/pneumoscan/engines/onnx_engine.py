@@ -19,11 +19,11 @@ import numpy as np
 
 from pneumoscan.errors import ModelFileError, PneumoscanError
 from pneumoscan.model_file import ModelMeta, parse_meta
+from pneumoscan.model_source import EXPORT_HINT
 
 INPUT = "image"
 OUTPUT = "logit"
 META_KEY = "pneumoscan"
-EXPORT_HINT = "export it first: pneumoscan export MODEL --format onnx OUT.onnx"
 
 
 def _onnxruntime() -> ModuleType:
@@ -41,10 +41,6 @@ def _check_file(path: Path) -> None:
         raise ModelFileError(f"{path}: is a folder, not a model file")
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
-    if path.suffix.lower() != ".onnx":
-        raise ModelFileError(
-            f"{path}: the onnx engine reads .onnx files; use --engine torch or {EXPORT_HINT}"
-        )
 
 
 def _open_session(path: Path) -> Any:

@@ -20,6 +20,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from pneumoscan import __version__
+from pneumoscan.data.imageio import FORMATS
 from pneumoscan.predict import Predictor
 from pneumoscan.serve import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, MAX_FILES
 from pneumoscan.serve.errors import install_error_handlers
@@ -36,7 +37,6 @@ from pneumoscan.serve.schemas import (
 from pneumoscan.serve.uploads import FIELD, read_uploads
 
 STATIC_DIR = Path(__file__).with_name("static")
-FORMATS = ["JPEG", "PNG", "DICOM", "BMP", "TIFF"]
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
     "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
@@ -158,7 +158,7 @@ def _result(outcome: Outcome, model_id: str) -> ImageResult:
 def _model_info(service: InferenceService, max_upload_bytes: int, max_pixels: int) -> ModelInfo:
     meta = service.predictor.meta
     upload_limits = UploadLimits(
-        max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, max_files=MAX_FILES, formats=FORMATS
+        max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, max_files=MAX_FILES, formats=list(FORMATS)
     )
     return ModelInfo(
         model_id=meta.model_id(),

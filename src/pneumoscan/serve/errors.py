@@ -11,14 +11,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from pneumoscan.errors import PneumoscanError, TooLargeError, UnsupportedInputError
+
 INTERNAL_ERROR = "internal server error; the details are in the server log"
 
 
-def image_error_status(message: str) -> int:
-    """HTTP status for an :class:`~pneumoscan.errors.ImageReadError` message of the decoding layer."""
-    if "pixel limit" in message or "too large to decode" in message:
+def error_status(exc: PneumoscanError) -> int:
+    """HTTP status for an input error, by its class: 413 too large, 415 unsupported, else 400."""
+    if isinstance(exc, TooLargeError):
         return 413
-    if "not a readable image" in message:
+    if isinstance(exc, UnsupportedInputError):
         return 415
     return 400
 

@@ -23,7 +23,7 @@ from pneumoscan.predict import Prediction, Predictor
 from pneumoscan.preprocess import prepare, source_side
 from pneumoscan.sanity import check_radiograph
 from pneumoscan.serve.batching import MicroBatcher
-from pneumoscan.serve.errors import image_error_status
+from pneumoscan.serve.errors import error_status
 from pneumoscan.serve.uploads import Upload, save_upload
 
 WEB_OVERLAY_SIDE = 512  # px: enough for the page, and a quarter of the full overlay's encoding time
@@ -70,7 +70,7 @@ class InferenceService:
                 return await loop.run_in_executor(self._pool, self._explain, upload)
             prepared, warnings = await loop.run_in_executor(self._pool, self._prepare, upload)
         except ImageReadError as exc:
-            return Outcome(Prediction(upload.name, error=str(exc)), status=image_error_status(str(exc)))
+            return Outcome(Prediction(upload.name, error=str(exc)), status=error_status(exc))
         probability = float((await self._batcher(prepared[None]))[0])
         prediction = self.predictor.result(upload.name, probability, warnings)
         note = NO_HEATMAP_ENGINE.format(engine=self.predictor.engine.name) if heatmap else None

@@ -42,6 +42,7 @@ from pneumoscan.evaluation import plots
 from pneumoscan.evaluation.metrics import binary_metrics
 from pneumoscan.hardware import lightning_precision
 from pneumoscan.model_file import ModelMeta, save_model
+from pneumoscan.model_source import resolve_model
 from pneumoscan.predict import Predictor
 from pneumoscan.training.calibration import choose_threshold, fit_temperature
 from pneumoscan.training.module import XrayClassifier
@@ -162,7 +163,7 @@ def _callbacks(run_dir: Path, config: Config, progress: bool) -> list[Callback]:
 
 def _initial_network(init_from: str | Path, config: Config) -> nn.Module:
     """The network of the model file to fine-tune, checked against ``config`` before any data is decoded."""
-    meta, net = load_network(init_from)
+    meta, net = load_network(resolve_model(init_from, "torch").path)
     if meta.model != config.model or meta.preprocess != config.preprocess:
         raise PneumoscanError(
             f"{init_from}: was trained as {meta.model.architecture} on {meta.preprocess.image_size}px input; "
