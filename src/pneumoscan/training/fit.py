@@ -1,17 +1,19 @@
 """``pneumoscan train``: fit a model on a data folder and write a complete run directory.
 
-RUN_DIR holds ``config.json`` (written first, so ``--resume`` can continue), ``checkpoints/``
+RUN_DIR holds ``config.json`` (written once the data is checked), ``checkpoints/``
 (``last.ckpt`` every epoch, ``best.ckpt`` by validation loss), ``logs/metrics.csv`` (Lightning's
 log; the parts logged before each ``--resume`` are kept as ``logs/metrics-partNN.csv``),
 ``history.csv`` (one row per epoch of all parts), ``summary.json``, plots and the final
-``model.safetensors``.
+``model.safetensors``.  A run locks its folder while it trains (:mod:`pneumoscan.training.run_dir`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +39,7 @@ from pneumoscan.atomic import atomic_write_text
 from pneumoscan.config import Config
 from pneumoscan.data.datamodule import XrayDataModule
 from pneumoscan.engines.torch_engine import TorchEngine, load_network, network_tensors
-from pneumoscan.errors import PneumoscanError
+from pneumoscan.errors import DataError, PneumoscanError
 from pneumoscan.evaluation import plots
 from pneumoscan.evaluation.metrics import binary_metrics
 from pneumoscan.hardware import lightning_precision
@@ -46,8 +48,15 @@ from pneumoscan.model_source import resolve_model
 from pneumoscan.predict import Predictor
 from pneumoscan.training.calibration import choose_threshold, fit_temperature
 from pneumoscan.training.module import XrayClassifier
+from pneumoscan.training.run_dir import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    check_run_dir,
+    locked_run_dir,
+    read_checkpoint,
+)
 
-MODEL_FILE = "model.safetensors"
+MIN_BATCH = 2  # BatchNorm needs two images in a training batch
 
 
 @dataclass
@@ -71,17 +80,26 @@ def train(
 ) -> TrainResult:
     """Train on ``data_dir`` into ``out_dir``; with ``resume`` continue from ``out_dir``'s last checkpoint."""
     run_dir = Path(out_dir)
-    initial = None if init_from is None or resume else _initial_network(init_from, config or Config())
-    config = _prepare_run_dir(run_dir, config, resume)
+    with locked_run_dir(run_dir):
+        return _train(data_dir, run_dir, config, resume, init_from, progress)
+
+
+def _train(
+    data_dir: str | Path,
+    run_dir: Path,
+    config: Config | None,
+    resume: bool,
+    init_from: str | Path | None,
+    progress: bool,
+) -> TrainResult:
+    config, checkpoint_path = check_run_dir(run_dir, config, resume)
+    checkpoint = read_checkpoint(checkpoint_path) if checkpoint_path is not None else None
+    initial = None if init_from is None or resume else _initial_network(init_from, config)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     data = XrayDataModule(data_dir, config, progress)
     data.prepare_data()
-    n_normal, n_pneumonia = data.class_counts()
-    pos_weight = n_normal / n_pneumonia if config.train.class_weighted_loss else None
-    module = XrayClassifier(config.model_dump(), pos_weight)
-    if initial is not None:
-        module.net.load_state_dict(initial.state_dict())
-    if resume:
+    clock = RunClock()
+    if checkpoint is not None:
         _keep_metrics_log(run_dir)
     trainer = L.Trainer(
         max_epochs=config.train.max_epochs,
@@ -91,17 +109,31 @@ def train(
         num_nodes=config.train.num_nodes,
         strategy=config.train.strategy,
         precision=lightning_precision(config.train.precision, config.train.accelerator),  # type: ignore[arg-type]
-        callbacks=_callbacks(run_dir, config, progress),
+        callbacks=[*_callbacks(run_dir, config, progress), clock],
         logger=CSVLogger(run_dir, name="logs", version=""),
         enable_progress_bar=progress,
         enable_model_summary=progress,
         log_every_n_steps=10,
         deterministic=False,
     )
-    last = run_dir / "checkpoints" / "last.ckpt"
-    started = time.perf_counter()
-    _fit(trainer, module, data, str(last) if resume and last.exists() else None)
-    seconds = time.perf_counter() - started
+    config = _fit_batch_to_data(config, len(data.dataset("train")), trainer)
+    data.config = config
+    if checkpoint is None:
+        atomic_write_text(run_dir / CONFIG_FILE, config.to_json())
+    else:
+        done = checkpoint["epoch"] + 1
+        _say(trainer, f"resuming {run_dir} after epoch {done} of {config.train.max_epochs}")
+    n_normal, n_pneumonia = data.class_counts()
+    pos_weight = n_normal / n_pneumonia if config.train.class_weighted_loss else None
+    module = XrayClassifier(config.model_dump(), pos_weight)
+    if initial is not None:
+        module.net.load_state_dict(initial.state_dict())
+    _fit(trainer, module, data, str(checkpoint_path) if checkpoint_path is not None else None)
+    if trainer.global_step == 0:
+        raise DataError(
+            f"{data_dir}: training took no optimiser step ({len(data.dataset('train'))} training images, "
+            f"batch {config.train.batch_size}); add images or lower --batch-size"
+        )
     agreement = _weight_agreement(module, trainer)
     if not trainer.is_global_zero:
         return TrainResult(run_dir, None, {}, pd.DataFrame())
@@ -109,7 +141,7 @@ def train(
         _restore_best(module, trainer)
     history = _history(run_dir)
     metrics = {
-        "train_seconds": round(seconds, 1),
+        "train_seconds": round(clock.seconds(), 1),
         "epochs": int(trainer.current_epoch),
         "train_images": len(data.dataset("train")),
         "val_images": len(data.dataset("val")),
@@ -122,22 +154,59 @@ def train(
     return TrainResult(run_dir, model_path, metrics, history)
 
 
-def _prepare_run_dir(run_dir: Path, config: Config | None, resume: bool) -> Config:
-    saved = run_dir / "config.json"
-    if resume:
-        if not saved.exists():
-            raise PneumoscanError(
-                f"{run_dir}: nothing to resume (no config.json); start a run without --resume"
-            )
-        return Config.load(saved)
-    if (run_dir / MODEL_FILE).exists() or (run_dir / "checkpoints").exists():
-        raise PneumoscanError(
-            f"{run_dir}: already holds a run; use --resume to continue it or choose a new --out"
+class RunClock(Callback):
+    """Training time of the whole run: kept in every checkpoint, so a resumed run adds to it."""
+
+    def __init__(self) -> None:
+        self.before = 0.0  # seconds of the earlier parts, as of their last checkpoint
+        self.started = time.perf_counter()
+
+    def seconds(self) -> float:
+        """Seconds trained so far, all parts of the run together."""
+        return self.before + time.perf_counter() - self.started
+
+    def state_dict(self) -> dict[str, float]:
+        return {"seconds": self.seconds()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before = float(state_dict.get("seconds", 0.0))
+
+
+def _fit_batch_to_data(config: Config, train_images: int, trainer: L.Trainer) -> Config:
+    """The config with a batch no larger than each process's share of the training images.
+
+    With fewer images per process than one batch, the batch is shrunk to that share (and said);
+    with fewer than :data:`MIN_BATCH` per process the run is refused.
+    """
+    world = trainer.world_size
+    share = math.ceil(train_images / world)  # DistributedSampler pads every process to this many
+    if share < MIN_BATCH:
+        raise DataError(
+            f"only {train_images} training images for {world} processes; "
+            f"each needs at least {MIN_BATCH}: add images or use fewer --devices"
         )
-    config = config or Config()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(saved, config.to_json())
-    return config
+    batch = config.train.batch_size
+    if share >= batch:
+        if share < 2 * batch and share % batch:
+            _say(
+                trainer,
+                f"warning: {share} training images per process make one batch of {batch} per epoch "
+                f"({share % batch} left out each epoch); a smaller --batch-size uses them all",
+            )
+        return config
+    processes = f" x {world} processes" if world > 1 else ""
+    _say(
+        trainer,
+        f"warning: only {train_images} training images for a batch of {batch}{processes}; "
+        f"training with batches of {share} instead",
+    )
+    return config.with_overrides([f"train.batch_size={share}"])
+
+
+def _say(trainer: L.Trainer, message: str) -> None:
+    """One line on stderr, from the first process only."""
+    if trainer.is_global_zero:
+        print(f"pneumoscan: {message}", file=sys.stderr)
 
 
 def _devices(devices: str) -> int | str:
@@ -189,7 +258,7 @@ def _fit(trainer: L.Trainer, module: XrayClassifier, data: XrayDataModule, ckpt_
     """
     sigint = signal.getsignal(signal.SIGINT)
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
     except SystemExit:
         if not trainer.interrupted:
             raise
@@ -204,7 +273,7 @@ def _restore_best(module: XrayClassifier, trainer: L.Trainer) -> None:
     checkpoint = trainer.checkpoint_callback
     best = getattr(checkpoint, "best_model_path", "")
     if best and os.path.exists(best):
-        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        state = read_checkpoint(Path(best))["state_dict"]
         module.load_state_dict(state)
 
 
