@@ -387,6 +387,49 @@ def bad_models(tmp_path_factory: pytest.TempPathFactory, model: Path) -> dict[st
     }
 
 
+def test_model_metadata_errors_name_the_field(
+    model: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    meta, tensors = read_model(model)
+    fields = json.loads(meta.model_dump_json())
+    fields["threshold"] = 1.5
+    bad = tmp_path / "bad-threshold.safetensors"
+    save_file(tensors, str(bad), metadata={"pneumoscan": json.dumps(fields)})
+    code, _, err = run_cli(["info", str(bad)], capfd)
+    assert code == 2
+    assert_one_error_line(
+        err, str(bad), "damaged pneumoscan metadata (threshold: Input should be less than 1"
+    )
+
+
+def test_huge_architecture_options_fail_before_anything_is_allocated(model: Path, tmp_path: Path) -> None:
+    """A few-KB file whose options describe a 600 MB network is refused by its shapes, not by the RAM."""
+    meta, tensors = read_model(model)
+    fields = json.loads(meta.model_dump_json())
+    fields["model"]["options"]["widths"] = [2048, 2048]  # about 155 M parameters
+    huge = tmp_path / "huge.safetensors"
+    save_file(tensors, str(huge), metadata={"pneumoscan": json.dumps(fields)})
+
+    def predict_missing_film(model_file: Path) -> tuple[int, int, str]:
+        """Exit status, peak memory (MiB) and stderr of ``predict --model MODEL_FILE missing.jpeg``."""
+        probe = (
+            "import resource; from pneumoscan.cli import main\n"
+            f"code = main(['predict', '--model', {str(model_file)!r}, 'missing.jpeg'])\n"
+            "print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        done = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120
+        )
+        code, peak = map(int, done.stdout.split())
+        return code, peak, done.stderr
+
+    code, peak_mib, err = predict_missing_film(huge)
+    assert code == 2 and "weights do not fit architecture 'pneumo-resnet'" in err, err
+    _, usual_peak_mib, _ = predict_missing_film(model)
+    assert peak_mib < usual_peak_mib + 100  # the 155 M parameters would take 600 MB more
+
+
 @pytest.mark.parametrize(
     "kind",
     ["random bytes", "text", "no pneumoscan metadata", "wrong weights", "truncated", "missing", "folder"],
@@ -419,6 +462,7 @@ def test_wrong_model_file_is_one_line_exit_2(
         (["--set", "train.nosuch=1"], "train.nosuch"),
         (["--set", "preprocess.channels=2"], "preprocess.channels"),
         (["--config", "/no/such/config.json"], "/no/such/config.json"),
+        (["--config", "/dev/zero"], "/dev/zero: not a readable JSON config (not a regular file"),
         (["--recipe", "seed", "--config", "/no/such/config.json"], "not both"),
     ],
 )

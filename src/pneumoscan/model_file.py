@@ -23,7 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save as save_numpy
 
 from pneumoscan.atomic import atomic_write_bytes
-from pneumoscan.config import Config, ModelConfig, PreprocessConfig
+from pneumoscan.config import Config, ModelConfig, PreprocessConfig, first_error
 from pneumoscan.errors import ModelFileError
 
 FORMAT = "pneumoscan-model"
@@ -104,6 +104,8 @@ def parse_meta(raw: str, source: str, hint: str = "") -> ModelMeta:
                 f"supported by this pneumoscan (reads {FORMAT} v{FORMAT_VERSION}); upgrade pneumoscan"
             )
         return ModelMeta.model_validate(fields)
-    except (ValueError, ValidationError, AttributeError) as exc:
+    except ValidationError as exc:  # before ValueError, its base class: name the field
+        raise ModelFileError(f"{source}: damaged pneumoscan metadata ({first_error(exc)}){suffix}") from exc
+    except (ValueError, AttributeError) as exc:
         reason = str(exc).splitlines()[0]
-        raise ModelFileError(f"{source}: damaged pneumoscan metadata ({reason}){suffix}") from None
+        raise ModelFileError(f"{source}: damaged pneumoscan metadata ({reason}){suffix}") from exc
