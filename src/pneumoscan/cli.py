@@ -311,7 +311,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
-    from pneumoscan.serve import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES
+    from pneumoscan import serve
 
     p = sub.add_parser(
         "serve",
@@ -333,17 +333,50 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-upload-mb",
         type=float,
-        default=DEFAULT_MAX_UPLOAD_BYTES / 2**20,
+        default=serve.DEFAULT_MAX_UPLOAD_BYTES / 2**20,
         help="largest request body in MiB (default: %(default)g)",
     )
     p.add_argument(
         "--max-megapixels",
         type=float,
-        default=DEFAULT_MAX_PIXELS / 1e6,
+        default=serve.DEFAULT_MAX_PIXELS / 1e6,
         help="largest image accepted, in millions of pixels (default: %(default)g)",
     )
     p.add_argument(
+        "--max-request-megapixels",
+        type=float,
+        default=serve.DEFAULT_MAX_REQUEST_PIXELS / 1e6,
+        help="most pixels the images of one request may decode to together, in millions "
+        "(default: %(default)g)",
+    )
+    p.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=serve.DEFAULT_MAX_IN_FLIGHT,
+        help="most upload requests worked on at once; more get 503 (default: %(default)d)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=serve.DEFAULT_BODY_TIMEOUT_S,
+        help="seconds a client may take to send an upload (default: %(default)g)",
+    )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name clients may use to reach the server (checked against the Host header; "
+        "default: this machine's names when --host is a loopback address, any otherwise)",
+    )
+    p.add_argument(
         "--save-uploads", metavar="DIR", help="keep a copy of every upload in DIR (default: never written)"
+    )
+    p.add_argument(
+        "--save-uploads-max-mb",
+        type=float,
+        default=serve.DEFAULT_SAVE_UPLOADS_MAX_BYTES / 2**20,
+        help="stop keeping uploads once DIR holds this many MiB (default: %(default)g)",
     )
 
 
@@ -352,34 +385,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from pneumoscan.predict import Predictor
     from pneumoscan.serve.app import create_app
+    from pneumoscan.serve.listen import listening_socket
+    from pneumoscan.serve.security import LOOPBACK_HOSTS
 
-    if args.max_upload_mb <= 0 or args.max_megapixels <= 0:
-        raise PneumoscanError("--max-upload-mb and --max-megapixels must be positive")
+    limits = (args.max_upload_mb, args.max_megapixels, args.max_request_megapixels, args.max_in_flight)
+    if min(*limits, args.body_timeout, args.save_uploads_max_mb) <= 0:
+        raise PneumoscanError(
+            "--max-upload-mb, --max-megapixels, --max-request-megapixels, --max-in-flight, "
+            "--body-timeout and --save-uploads-max-mb must be positive"
+        )
     if args.save_uploads:
         try:
             Path(args.save_uploads).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise PneumoscanError(f"{args.save_uploads}: cannot create the uploads folder ({exc})") from None
-    predictor = Predictor.load(args.model, args.engine)
-    app = create_app(
-        predictor,
-        max_upload_bytes=int(args.max_upload_mb * 2**20),
-        max_pixels=int(args.max_megapixels * 1e6),
-        save_uploads_dir=args.save_uploads,
-    )
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+            raise PneumoscanError(f"{args.save_uploads}: cannot create the uploads folder ({exc})") from exc
+    sock = listening_socket(args.host, args.port)  # before anything is announced: a busy port is one line
+    try:
+        predictor = Predictor.load(args.model, args.engine)
+        loopback = args.host in LOOPBACK_HOSTS
+        allowed = [*args.allowed_host, *(LOOPBACK_HOSTS if loopback else ())] or None
+        app = create_app(
+            predictor,
+            max_upload_bytes=int(args.max_upload_mb * 2**20),
+            max_pixels=int(args.max_megapixels * 1e6),
+            max_request_pixels=int(args.max_request_megapixels * 1e6),
+            max_in_flight=args.max_in_flight,
+            body_timeout=args.body_timeout,
+            save_uploads_dir=args.save_uploads,
+            save_uploads_max_bytes=int(args.save_uploads_max_mb * 2**20),
+            allowed_hosts=allowed,
+        )
+        if not loopback:
+            print(
+                f"pneumoscan: warning: listening on {args.host}: other machines can reach this server, "
+                "which has no authentication",
+                file=sys.stderr,
+            )
+        port = sock.getsockname()[1]
         print(
-            f"pneumoscan: warning: listening on {args.host}: other machines can reach this server, "
-            "which has no authentication",
+            f"pneumoscan: serving {predictor.meta.model_id()} ({predictor.engine.name}) "
+            f"on http://{args.host}:{port}/ (API docs at /docs; Ctrl+C stops)",
             file=sys.stderr,
         )
-    print(
-        f"pneumoscan: serving {predictor.meta.model_id()} ({predictor.engine.name}) "
-        f"on http://{args.host}:{args.port}/ "
-        "(API docs at /docs; Ctrl+C stops)",
-        file=sys.stderr,
-    )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
 
 

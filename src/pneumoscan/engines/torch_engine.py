@@ -32,13 +32,11 @@ def network_from_meta(meta: ModelMeta, tensors: dict[str, np.ndarray], source: s
     """
     try:
         with torch.device("meta"):
-            shapes = {
-                name: tuple(v.shape)
-                for name, v in build_model(meta.model, meta.preprocess).state_dict().items()
-            }
+            planned = build_model(meta.model, meta.preprocess).state_dict()
+        shapes = {name: _shape(value.shape) for name, value in planned.items()}
     except PneumoscanError as exc:
         raise ModelFileError(f"{source}: {exc}") from exc
-    found = {name: tuple(value.shape) for name, value in tensors.items()}
+    found = {name: _shape(value.shape) for name, value in tensors.items()}
     if shapes != found:
         differ = sorted(set(shapes) ^ set(found)) or [k for k in sorted(shapes) if shapes[k] != found[k]]
         first = differ[0]
@@ -56,6 +54,11 @@ def network_from_meta(meta: ModelMeta, tensors: dict[str, np.ndarray], source: s
             f"{source}: weights do not fit architecture {meta.model.architecture!r} ({first})"
         ) from None
     return net.eval()
+
+
+def _shape(shape: tuple[int, ...] | torch.Size) -> tuple[int, ...]:
+    """A tensor shape, with a scalar written as one element (safetensors stores BatchNorm counters so)."""
+    return tuple(shape) or (1,)
 
 
 def load_network(path: str | os.PathLike[str]) -> tuple[ModelMeta, nn.Module]:
