@@ -107,3 +107,34 @@ def test_upload_shows_probability_and_heatmap(server_url: str, tmp_path: Path) -
     assert foreign == [], f"the page tried to reach other hosts: {foreign}"
     assert problems == [], f"errors in the page: {problems}"
     assert Image.open(io.BytesIO(SCREENSHOT.read_bytes())).size[0] > 0
+
+
+def test_api_docs_render_offline(server_url: str, tmp_path: Path) -> None:
+    """/docs draws the API from this server's files alone, under its Content-Security-Policy."""
+    from playwright.sync_api import Route, expect, sync_playwright
+
+    foreign: list[str] = []
+    problems: list[str] = []
+
+    def local_only(route: Route) -> None:
+        if urlparse(route.request.url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            foreign.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            tmp_path / "profile", executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            context.route("**/*", local_only)
+            page = context.new_page()
+            page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            page.goto(server_url + "/docs")
+            expect(page.locator(".opblock-summary-path").first).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("/v1/predict", exact=True)).to_be_visible()
+        finally:
+            context.close()
+    assert foreign == [] and problems == []
