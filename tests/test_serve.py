@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import uvicorn
+from conftest import served_on_loopback
 from dicom_factory import write_dicom
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -404,25 +404,10 @@ def test_cut_jpeg_is_refused_by_the_server_too(client: TestClient) -> None:
 
 
 @pytest.fixture
-def live_server(predictor: Predictor) -> Iterator[tuple[int, uvicorn.Server]]:
-    """One upload in flight at most and a 1 s body timeout, served by uvicorn on 127.0.0.1."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    app = create_app(predictor, max_in_flight=1, body_timeout=1.0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            threading.Event().wait(0.05)
-        assert server.started, "uvicorn did not start"
-        yield sock.getsockname()[1], server
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+def live_server(predictor: Predictor) -> Iterator[int]:
+    """One upload in flight at most and a 1 s body timeout, served by uvicorn on 127.0.0.1 (its port)."""
+    with served_on_loopback(create_app(predictor, max_in_flight=1, body_timeout=1.0)) as port:
+        yield port
 
 
 def raw_request(port: int, body: bytes, declared: int) -> socket.socket:
@@ -455,8 +440,8 @@ def _content_length(data: bytes) -> int:
     return 0
 
 
-def test_slow_bodies_time_out_and_work_in_flight_is_capped(live_server: tuple[int, uvicorn.Server]) -> None:
-    port, _ = live_server
+def test_slow_bodies_time_out_and_work_in_flight_is_capped(live_server: int) -> None:
+    port = live_server
     start = b'--XYZ\r\nContent-Disposition: form-data; name="files"; filename="x.png"\r\n\r\n'
     slow = raw_request(port, start, declared=10_000)  # then never sends the rest
     try:

@@ -85,7 +85,7 @@ def _open(path: str | os.PathLike[str], load_tensors: bool) -> tuple[ModelMeta, 
             tensors = {k: handle.get_tensor(k) for k in handle.keys()} if load_tensors else {}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelFileError(f"{path}: not a pneumoscan model file or damaged ({reason})") from None
+        raise ModelFileError(f"{path}: not a pneumoscan model file or damaged ({reason})") from exc
     if raw is None:
         raise ModelFileError(
             f"{path}: a safetensors file without pneumoscan metadata; not a pneumoscan model"

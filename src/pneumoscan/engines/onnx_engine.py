@@ -54,7 +54,7 @@ def _open_session(path: Path) -> Any:
         reason = str(exc).splitlines()[0].rsplit("failed:", 1)[-1].strip() if str(exc) else type(exc).__name__
         raise ModelFileError(
             f"{path}: not a loadable ONNX model or damaged ({reason}); {EXPORT_HINT}"
-        ) from None
+        ) from exc
 
 
 def _read_meta(session: Any, path: Path) -> ModelMeta:

@@ -52,7 +52,7 @@ def network_from_meta(meta: ModelMeta, tensors: dict[str, np.ndarray], source: s
         first = str(exc).splitlines()[0]
         raise ModelFileError(
             f"{source}: weights do not fit architecture {meta.model.architecture!r} ({first})"
-        ) from None
+        ) from exc
     return net.eval()
 
 

@@ -63,7 +63,7 @@ def build_model(model: ModelConfig, preprocess: PreprocessConfig) -> nn.Module:
     except TypeError as exc:
         raise PneumoscanError(
             f"architecture {model.architecture!r}: bad options {model.options} ({exc})"
-        ) from None
+        ) from exc
 
 
 def _load_builtins() -> None:
