@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pneumoscan.calibration import choose_threshold
 from pneumoscan.config import CalibrationConfig, Config, recipe
 from pneumoscan.data.datamodule import XrayDataModule
 from pneumoscan.evaluation.evaluate import evaluate
 from pneumoscan.evaluation.metrics import binary_metrics
 from pneumoscan.predict import Predictor
-from pneumoscan.training.calibration import choose_threshold
 from pneumoscan.training.fit import train
 
 OLD_DEFAULT = ["augment.framing=0", "train.max_epochs=15"]  # the default recipe before framing

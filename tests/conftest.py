@@ -45,6 +45,8 @@ def tiny_config(architecture: str = "pneumo-resnet") -> Config:
             "train.batch_size=32",
             "train.lr=0.003",
             "data.val_fraction=0.2",
+            "gate.generated_negatives=180",
+            'train.precision="32"',  # bf16 autocast (auto on AVX512-BF16 CPUs) ruins this tiny run
         ]
     )
 

@@ -34,13 +34,17 @@ def write_dicom(
     intercept: float = 0.0,
     frames: int = 1,
     with_pixels: bool = True,
+    header: dict[str, str] | None = None,
 ) -> Path:
     """Write ``pixels`` (uint8/uint16/int16, 2-D, or rows x columns x 3 for RGB/YBR) as a DICOM file.
 
     ``window`` is (centre, width); ``frames`` > 1 repeats the image as a multi-frame file;
-    ``with_pixels=False`` keeps the image header but drops the Pixel Data element.
+    ``with_pixels=False`` keeps the image header but drops the Pixel Data element; ``header`` sets
+    further attributes by keyword (e.g. ``{"Modality": "CT"}``).
     """
     dataset = _base_dataset()
+    for keyword, value in (header or {}).items():
+        setattr(dataset, keyword, value)
     array = np.stack([pixels] * frames) if frames > 1 else pixels
     set_pixel_data(dataset, array, photometric, bits_stored or pixels.dtype.itemsize * 8)
     if (slope, intercept) != (1.0, 0.0):

@@ -88,6 +88,8 @@ def test_upload_shows_probability_and_heatmap(server_url: str, tmp_path: Path) -
 
     image = tmp_path / "chest.png"
     Image.fromarray(synthetic_film(np.random.default_rng(3), True, size=256)).save(image)
+    photo = tmp_path / "holiday.png"
+    Image.fromarray(np.random.default_rng(4).integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(photo)
     with offline_page(tmp_path) as page:
         page.goto(server_url + "/")
         expect(page.locator("#limits li").first).to_contain_text("pediatric")
@@ -97,10 +99,28 @@ def test_upload_shows_probability_and_heatmap(server_url: str, tmp_path: Path) -
         expect(result.locator(".label")).to_have_text(LABEL)
         overlay = result.locator("img.overlay")
         expect(overlay).to_be_visible()
-        assert overlay.evaluate("img => img.complete && img.naturalWidth") == 256
+        assert overlay.evaluate("img => img.complete && img.naturalHeight") == 256
         assert "chest.png" in result.locator(".name").inner_text()
+        result.locator("button.enlarge").click()  # full size, next to the film
+        viewer = page.locator("#viewer")
+        expect(viewer).to_be_visible()
+        for side in ("#viewer-film", "#viewer-overlay"):
+            expect(page.locator(side)).to_be_visible()
+            assert page.locator(side).evaluate("img => img.complete && img.naturalHeight") == 256
+            assert page.locator(side).evaluate("img => img.getBoundingClientRect().height") > 250
+        film_box = page.locator("#viewer-film").bounding_box()
+        overlay_box = page.locator("#viewer-overlay").bounding_box()
+        assert film_box and overlay_box and overlay_box["x"] >= film_box["x"] + film_box["width"]
+        page.set_input_files("#file", photo)
+        refusal = page.locator(".result .refusal").first
+        expect(refusal.locator(".refusal-title")).to_have_text(
+            "Not a chest X-ray this model can judge", timeout=30_000
+        )
+        expect(refusal.locator(".refusal-reason")).to_contain_text("colour")
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=SCREENSHOT, full_page=True)
+        page.locator("#viewer-close").click()
+        expect(viewer).to_be_hidden()
     assert Image.open(io.BytesIO(SCREENSHOT.read_bytes())).size[0] > 0
 
 

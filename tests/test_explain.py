@@ -50,6 +50,7 @@ def blob_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "preprocess.normalization=none",  # z-scoring would let the blob shift the whole image
             "augment.enabled=false",
             "train.batch_size=8",
+            "model.gate=false",  # the gate would have to tell these noise films from generated noise
         ]
     )
     result = train(root, tmp_path_factory.mktemp("blob-run") / "run", config, progress=False)
@@ -79,6 +80,23 @@ def test_heat_map_points_at_the_evidence(blob_model: Path) -> None:
         assert heat[:half, :half].sum() > 0.6 * heat.sum()
         row, col = np.unravel_index(int(heat.argmax()), heat.shape)
         assert row < half and col < half
+
+
+def test_confident_normal_film_gives_a_calm_map(blob_model: Path) -> None:
+    """The map's peak is the probability: calm (all blue) for a confident NORMAL, red for PNEUMONIA."""
+    predictor = Predictor.load(blob_model)
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        normal = explain_image(predictor, decoded(blob_film(rng, False) / 255.0))
+        sick = explain_image(predictor, decoded(blob_film(rng, True) / 255.0))
+        assert normal.prediction.probability is not None and normal.prediction.probability < 0.05
+        assert sick.prediction.probability is not None and sick.prediction.probability > 0.95
+        assert normal.heatmap.max() < 0.05
+        assert normal.heatmap.max() == pytest.approx(normal.prediction.probability, abs=1e-4)
+        assert sick.heatmap.max() > 0.9
+        # red in the overlay (the jet colours of values above ~0.6) only on the pneumonia film
+        assert not (normal.overlay[..., 0].astype(int) - normal.overlay[..., 2] > 60).any()
+        assert (sick.overlay[..., 0].astype(int) - sick.overlay[..., 2] > 60).any()
 
 
 @pytest.mark.parametrize(
@@ -117,7 +135,23 @@ def test_large_image_overlay_is_downscaled(tmp_path: Path) -> None:
     ramp = np.tile(np.linspace(0, 1, 2400), (1200, 1))
     explanation = explain_image(predictor, decoded(ramp))
     assert explanation.overlay.shape == (MAX_OVERLAY_SIDE // 2, MAX_OVERLAY_SIDE, 3)
-    assert Image.open(io.BytesIO(overlay_png(explanation))).size == (MAX_OVERLAY_SIDE, MAX_OVERLAY_SIDE // 2)
+    png = Image.open(io.BytesIO(overlay_png(explanation)))
+    width, height = png.size
+    assert height == MAX_OVERLAY_SIDE // 2 and MAX_OVERLAY_SIDE < width < MAX_OVERLAY_SIDE * 1.2
+
+
+def test_overlay_png_has_a_colour_bar(tmp_path: Path) -> None:
+    """A panel right of the overlay: red at the top (1.0), dark blue at the bottom (0.0), white labels."""
+    predictor = Predictor.load(untrained_model(tmp_path, "pneumo-resnet", []))
+    explanation = explain_image(predictor, decoded(np.full((200, 200), 0.5)))
+    picture = np.asarray(Image.open(io.BytesIO(overlay_png(explanation))).convert("RGB")).astype(int)
+    assert picture.shape[0] == 200 and picture.shape[1] > 200
+    panel = picture[:, 200:]
+    red = (panel[..., 0] > 100) & (panel[..., 1] < 60) & (panel[..., 2] < 60)
+    blue = (panel[..., 2] > 100) & (panel[..., 0] < 60) & (panel[..., 1] < 60)
+    red_rows, blue_rows = np.nonzero(red.any(axis=1))[0], np.nonzero(blue.any(axis=1))[0]
+    assert red_rows.size and blue_rows.size and red_rows.max() < blue_rows.min()
+    assert (panel.min(axis=2) > 200).any()  # the white tick labels
 
 
 def test_onnx_engine_is_refused(tmp_path: Path) -> None:
@@ -159,7 +193,8 @@ def test_explain_files_writes_pngs_and_keeps_errors(blob_model: Path, tmp_path: 
     written = [Path(r.heatmap_path) for r in results if r.heatmap_path]
     assert [p.name for p in written] == ["film0_heatmap.png", "film1_heatmap.png", "film0-2_heatmap.png"]
     for path in written:
-        assert Image.open(path).size == (SIDE, SIDE)
+        width, height = Image.open(path).size
+        assert height == SIDE and width > SIDE  # the film, then the colour bar
     assert results[0].label == "PNEUMONIA" and results[2].label == "NORMAL"
 
 
@@ -170,4 +205,4 @@ def test_cli_predict_explain(blob_model: Path, tmp_path: Path, capsys: pytest.Ca
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [Path(row["heatmap_path"]).name for row in rows] == ["film0_heatmap.png", "film1_heatmap.png"]
     assert all(Path(row["heatmap_path"]).parent == out for row in rows)
-    assert read_image(out / "film0_heatmap.png").pixels.shape == (SIDE, SIDE)
+    assert read_image(out / "film0_heatmap.png").pixels.shape[0] == SIDE

@@ -92,6 +92,8 @@ def test_root_holding_class_folders_is_one_split_named_after_it(tmp_path: Path) 
         ("NORMAL2-IM-1427-0001.jpeg", "NORMAL2-IM-1427"),
         ("NORMAL2-IM-1427-0002.jpeg", "NORMAL2-IM-1427"),
         ("scan_0042.png", "scan_0042"),
+        ("00000013_005.png", "00000013"),  # NIH ChestX-ray14
+        ("00030805_000.jpeg", "00030805"),
     ],
 )
 def test_patient_id(name: str, expected: str) -> None:

@@ -18,8 +18,9 @@ from PIL import Image
 from safetensors.numpy import save_file
 
 from pneumoscan import Predictor, evaluate
-from pneumoscan.cli import main
+from pneumoscan.cli import PREDICT_HEADER, main
 from pneumoscan.config import Config
+from pneumoscan.data.inspect import InspectReport
 from pneumoscan.data.manifest import CLASS_NAMES
 from pneumoscan.evaluation.evaluate import Evaluation
 from pneumoscan.model_file import read_meta, read_model, save_model
@@ -32,6 +33,11 @@ def run_cli(args: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, st
     out, err = capfd.readouterr()
     assert "Traceback" not in err and "Traceback" not in out
     return code, out, err
+
+
+def synthetic_warning(model: Path) -> str:
+    """The stderr line of every use of a model trained on synthetic data (as the test models are)."""
+    return f"pneumoscan: warning: {read_meta(model).synthetic_warning()}\n"
 
 
 def assert_one_error_line(err: str, *names: str) -> None:
@@ -104,6 +110,23 @@ def test_inspect_cli(messy_data: Path, tmp_path: Path, capfd: pytest.CaptureFixt
     assert (tmp_path / "plots" / "samples.png").stat().st_size > 0
 
 
+def test_inspect_names_patient_ids_in_two_splits_and_says_what_to_do() -> None:
+    rows = [(f"train/person{i}_virus_1.jpeg", "train", f"person{i}") for i in range(9)]
+    rows += [(f"test/person{i}_virus_2.jpeg", "test", f"person{i}") for i in range(7)]
+    manifest = pd.DataFrame(rows, columns=["path", "split", "patient_id"]).assign(
+        label=1, class_name="PNEUMONIA"
+    )
+    text = InspectReport(manifest, {}, pd.DataFrame(), resplit=False).text()
+    (line,) = [line for line in text.splitlines() if line.startswith("patient ids in more than one split")]
+    assert line.startswith(
+        "patient ids in more than one split: 7: person0 (test+train), person1 (test+train)"
+    )
+    assert "person4 (test+train), and 2 more" in line and "person5" not in line
+    assert "move each patient's films into one split" in text
+    alone = InspectReport(manifest[manifest["split"] == "train"], {}, pd.DataFrame(), resplit=False).text()
+    assert "patient ids in more than one split: 0" in alone
+
+
 # --- train, evaluate, predict ------------------------------------------------------------------------
 
 
@@ -131,7 +154,8 @@ def cli_run(synthetic_data: Path, tmp_path_factory: pytest.TempPathFactory) -> t
         "--quiet",
     ]
     assert main(args) == 0
-    return run_dir, tiny_config().with_overrides([*CLI_OVERRIDES, NARROW])
+    sources = f"data.sources={json.dumps([str(synthetic_data / 'train')])}"  # --data is recorded
+    return run_dir, tiny_config().with_overrides([*CLI_OVERRIDES, NARROW, sources])
 
 
 @pytest.fixture(scope="module")
@@ -235,8 +259,9 @@ def test_cli_predict_outputs(
     expected = {p.path: p for p in Predictor.load(model).predict_files(files)}
 
     code, out, err = run_cli(["predict", str(model), *files], capfd)
-    assert code == 0 and err == ""
-    lines = out.strip().splitlines()
+    assert code == 0 and err == synthetic_warning(model)
+    header, *lines = out.strip().splitlines()
+    assert header == PREDICT_HEADER and header.split() == ["probability", "label", "file"]
     assert len(lines) == len(files)
     for line, path in zip(lines, files, strict=True):
         probability, label, shown = line.split(maxsplit=2)
@@ -287,8 +312,9 @@ def test_predict_skips_bad_images_among_good_ones(
     code, out, err = run_cli(["predict", str(model), good[0], *bad, good[1]], capfd)
 
     assert code == 0
-    assert [line.split()[-1] for line in out.strip().splitlines()] == good
-    lines = err.strip().splitlines()
+    assert [line.split()[-1] for line in out.strip().splitlines()[1:]] == good
+    assert err.startswith(synthetic_warning(model))
+    lines = err[len(synthetic_warning(model)) :].strip().splitlines()
     for path in bad:
         naming = [line for line in lines if path in line]
         assert len(naming) == 1 and naming[0].startswith("pneumoscan: skipped "), (path, err)
@@ -325,7 +351,7 @@ def test_predict_names_every_kind_of_model(
 
     code, out, err = run_cli(["predict", "bundled", image, "--json"], capfd)
     [row] = [json.loads(line) for line in out.splitlines()]
-    assert code == 0 and err == "" and row["path"] == image
+    assert code == 0 and "error" not in err and row["path"] == image
     assert row["probability"] == pytest.approx(Predictor.load().predict_files([image])[0].probability)
 
     code, _, err = run_cli(["predict", str(cli_run[0] / "notes.txt"), image], capfd)
@@ -357,7 +383,7 @@ def test_predict_keeps_files_whose_names_are_not_utf8(
         timeout=120,
     )
     assert done.returncode == 0, done.stderr.decode(errors="replace")
-    lines = done.stdout.splitlines()
+    lines = done.stdout.splitlines()[1:]  # under the header line
     assert [line.rsplit(b"/", 1)[-1] for line in lines] == raw_names
 
 

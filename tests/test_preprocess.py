@@ -88,13 +88,13 @@ def test_training_rows_and_prediction_input_are_the_same(synthetic_data: Path) -
     meta = ModelMeta(model=config.model, preprocess=config.preprocess, config=config)
     predictor = Predictor(TorchEngine(meta, build_model(config.model, config.preprocess)))
     fed: list[np.ndarray] = []
-    real_logits = predictor.engine.logits
+    real_run = predictor.engine.run
 
-    def spy(batch: np.ndarray) -> np.ndarray:
+    def spy(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         fed.append(batch.copy())
-        return real_logits(batch)
+        return real_run(batch)
 
-    predictor.engine.logits = spy  # type: ignore[method-assign]
+    predictor.engine.run = spy  # type: ignore[method-assign]
     for i in (0, 7, len(dataset) - 1):
         path, label = train_rows.iloc[i][["path", "label"]]
         row, row_label = dataset[i]

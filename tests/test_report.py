@@ -16,9 +16,10 @@ from sklearn.metrics import f1_score, precision_score, roc_auc_score
 
 from pneumoscan.cli import main
 from pneumoscan.errors import PneumoscanError
+from pneumoscan.evaluation.bootstrap import METRICS, bootstrap_metrics
 from pneumoscan.evaluation.evaluate import Evaluation, evaluate
 from pneumoscan.evaluation.metrics import binary_metrics
-from pneumoscan.evaluation.report import METRICS, bootstrap_metrics, write_report
+from pneumoscan.evaluation.report import write_report
 from pneumoscan.predict import Predictor
 
 PNG_URI = "data:image/png;base64,"

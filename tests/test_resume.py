@@ -88,7 +88,7 @@ def test_resume_after_interruption(
 
     resumed = EpochRecorder()
     add_callback(monkeypatch, resumed)
-    code = main([*base, "--resume"])
+    code = main(["train", "--out", str(run_dir), "--quiet", "--resume"])  # the data come from config.json
     out, err = capfd.readouterr()
     assert code == 0, err
     assert f"pneumoscan: resuming {run_dir} after epoch 2 of 4" in err.splitlines()
@@ -103,7 +103,8 @@ def test_resume_after_interruption(
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["epochs"] == 4
     assert summary["train_seconds"] > first_part_seconds  # both parts of the run, not the last alone
-    assert Config.load(run_dir / "config.json") == small_config(max_epochs=4)
+    recorded = f"data.sources={json.dumps([str(small_data)])}"
+    assert Config.load(run_dir / "config.json") == small_config(max_epochs=4).with_overrides([recorded])
 
 
 def test_existing_run_dir_is_refused_without_resume(

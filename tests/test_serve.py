@@ -60,10 +60,10 @@ def client(predictor: Predictor) -> Iterator[TestClient]:
         yield test_client
 
 
-def post(client: TestClient, *files: tuple[str, bytes], heatmap: bool = False):
+def post(client: TestClient, *files: tuple[str, bytes], heatmap: bool = False, refuse: bool = True):
     return client.post(
         "/v1/predict",
-        params={"heatmap": "true"} if heatmap else None,
+        params={"heatmap": str(heatmap).lower(), "refuse": str(refuse).lower()},
         files=[("files", (name, data, "application/octet-stream")) for name, data in files],
     )
 
@@ -111,7 +111,10 @@ def test_heatmap_is_a_decodable_png(client: TestClient) -> None:
     assert response.status_code == 200, response.text
     result = response.json()["results"][0]
     overlay = Image.open(io.BytesIO(base64.b64decode(result["heatmap"])))
-    assert overlay.format == "PNG" and overlay.mode == "RGB" and overlay.size == (96, 96)
+    assert overlay.format == "PNG" and overlay.mode == "RGB"
+    assert overlay.size[1] == 96 and overlay.size[0] > 96  # the film, then a colour bar
+    film_png = Image.open(io.BytesIO(base64.b64decode(result["film"])))
+    assert film_png.mode == "L" and film_png.size == (96, 96)
     assert 0.0 <= result["probability"] <= 1.0 and result["heatmap_note"] is None
 
 
@@ -129,18 +132,27 @@ def test_large_jpeg_gets_the_same_probability_as_predict_files(
     assert max(overlay.size) > 96 * 2  # drawn on the full-resolution upload, not the reduced one
 
 
-def test_sanity_warnings_are_returned(client: TestClient) -> None:
+def test_colour_image_is_refused_unless_asked(client: TestClient) -> None:
     colour = np.zeros((96, 96, 3), np.uint8)
     colour[..., 0] = 255
     result = post(client, ("red.png", encode(colour, "PNG"))).json()["results"][0]
-    assert any("colour" in warning for warning in result["warnings"])
+    assert result["refused"] and result["label"] is None and "colour" in result["refusal_reason"]
+    anyway = post(client, ("red.png", encode(colour, "PNG")), refuse=False).json()["results"][0]
+    assert (
+        not anyway["refused"] and anyway["out_of_distribution"] and anyway["label"] in ("NORMAL", "PNEUMONIA")
+    )
+
+
+def test_small_image_warnings_are_returned(client: TestClient) -> None:
+    result = post(client, ("tiny.png", encode(film(seed=5)[:40, :40], "PNG"))).json()["results"][0]
+    assert any("thumbnail" in warning for warning in result["warnings"])
 
 
 def test_without_torch_engine_heatmap_is_null_with_a_note(predictor: Predictor) -> None:
     class OnnxLike:
         name = "onnx"
         meta = predictor.meta
-        logits = staticmethod(predictor.engine.logits)
+        run = staticmethod(predictor.engine.run)
 
     with TestClient(create_app(Predictor(OnnxLike()))) as client:
         assert client.get("/v1/model").json()["heatmaps"] is False

@@ -24,6 +24,7 @@ _LAZY = {
     "train": "pneumoscan.training.fit",
     "evaluate": "pneumoscan.evaluation.evaluate",
     "scan_dataset": "pneumoscan.data.manifest",
+    "scan_sources": "pneumoscan.data.manifest",
     "read_image": "pneumoscan.data.imageio",
     "PneumoscanError": "pneumoscan.errors",
 }
@@ -31,7 +32,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from pneumoscan.config import Config, recipe
     from pneumoscan.data.imageio import read_image
-    from pneumoscan.data.manifest import scan_dataset
+    from pneumoscan.data.manifest import scan_dataset, scan_sources
     from pneumoscan.errors import PneumoscanError
     from pneumoscan.evaluation.evaluate import evaluate
     from pneumoscan.predict import Prediction, Predictor
@@ -47,6 +48,7 @@ __all__ = [
     "read_image",
     "recipe",
     "scan_dataset",
+    "scan_sources",
     "train",
 ]
 

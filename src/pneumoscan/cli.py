@@ -1,4 +1,4 @@
-"""The ``pneumoscan`` command line: inspect, train, evaluate, predict, explain, export, serve, demo.
+"""The ``pneumoscan`` command line: inspect, train, evaluate, calibrate, predict, export, serve, demo.
 
 Every user error ends in one line on stderr (``pneumoscan: error: ...``) and exit status 2;
 ``--debug`` shows the traceback instead.  Heavy libraries are imported inside each command so
@@ -14,16 +14,40 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from pneumoscan import __version__
-from pneumoscan.errors import PneumoscanError
+from pneumoscan.errors import PneumoscanError, PneumoscanWarning
+
+if TYPE_CHECKING:
+    from pneumoscan.model_file import ModelMeta
 
 ENGINE_HELP = "torch or onnx (default: the one the model file is made for)"
+# predict's plain output: calibrated probability of pneumonia, the label at the model's threshold, the file
+PREDICT_HEADER = f"{'probability':>11}  {'label':<9}  file"
+
+
+def _add_data_option(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument(
+        "--data",
+        action="append",
+        metavar="FOLDER_OR_CSV",
+        help="data folder (Kaggle layout or NORMAL/ PNEUMONIA/) or labels CSV (path,label[,patient,site,"
+        f"split,view,age,sex]); repeat it for several sites {default}",
+    )
+
+
+def _data_sources(args: argparse.Namespace) -> list[str]:
+    """The data sources of inspect/evaluate: the positional DATA arguments, then every --data."""
+    sources = [*args.sources, *(args.data or [])]
+    if not sources:
+        raise PneumoscanError("no data: pass a data folder or labels CSV (DATA or --data)")
+    return sources
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model on a data folder", description="Train a model.")
-    p.add_argument("--data", required=True, help="data folder (Kaggle layout or NORMAL/ PNEUMONIA/)")
+    p = sub.add_parser("train", help="train a model on data folders", description="Train a model.")
+    _add_data_option(p, "(default: data.sources of --config)")
     p.add_argument("--out", required=True, help="run directory to create (or to continue with --resume)")
     p.add_argument(
         "--recipe", default=None, help="named recipe: seed (the notebook) or default (bundled model)"
@@ -46,7 +70,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", help="auto, ddp, ddp_spawn, ... (Lightning)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--init-from", help="start from the weights of this pneumoscan model file (fine-tuning)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bars or per-epoch lines, only the result"
+    )
+    p.add_argument("--model-summary", action="store_true", help="print the network's table of layers first")
 
 
 def _train_config(args: argparse.Namespace):
@@ -89,7 +116,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = None if args.resume else _train_config(args)
     result = train(
-        args.data, args.out, config, resume=args.resume, init_from=args.init_from, progress=not args.quiet
+        args.data,
+        args.out,
+        config,
+        resume=args.resume,
+        init_from=args.init_from,
+        progress=not args.quiet,
+        model_summary=args.model_summary,
     )
     if result.model_path is None:  # a non-zero rank of a distributed run
         return 0
@@ -105,8 +138,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_inspect(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect", help="list and check a data folder", description="Inspect a data folder.")
-    p.add_argument("data", help="data folder")
+    p = sub.add_parser("inspect", help="list and check data folders", description="Inspect data folders.")
+    p.add_argument(
+        "sources", nargs="*", metavar="DATA", help="data folder or labels CSV (several: one site each)"
+    )
+    _add_data_option(p, "(the same as DATA)")
     p.add_argument("--recipe", default="seed", help="recipe whose preprocessing and split settings to use")
     p.add_argument("--plots", help="write class-distribution and sample-image PNGs into this folder")
     p.add_argument("--manifest", help="write the manifest (one row per image) to this CSV file")
@@ -117,7 +153,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from pneumoscan.config import recipe
     from pneumoscan.data.inspect import inspect_dataset
 
-    report = inspect_dataset(args.data, recipe(args.recipe), progress=not args.quiet)
+    report = inspect_dataset(_data_sources(args), recipe(args.recipe), progress=not args.quiet)
     print(report.text())
     if args.manifest:
         from pneumoscan.atomic import atomic_write_text
@@ -133,22 +169,36 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "evaluate", help="measure a model on a labelled split", description="Evaluate a model."
     )
     p.add_argument("model", help="model file, or 'bundled' for the model shipped with pneumoscan")
-    p.add_argument("data", help="data folder (Kaggle layout or NORMAL/ PNEUMONIA/)")
+    p.add_argument(
+        "sources", nargs="*", metavar="DATA", help="data folder or labels CSV (several: one site each)"
+    )
+    _add_data_option(p, "(the same as DATA)")
     p.add_argument("--split", help="split to evaluate (default: test, or the only one)")
     p.add_argument("--out", help="folder for metrics.json, predictions.csv and plots (default: none)")
-    p.add_argument("--report", help="write a self-contained HTML report to this file")
+    p.add_argument(
+        "--report",
+        nargs="?",
+        const="report.html",
+        metavar="FILE",
+        help="write a self-contained HTML report; a bare file name (or none: report.html) goes into --out "
+        "when --out is given, a path with a folder is used as it is",
+    )
     p.add_argument("--engine", choices=["torch", "onnx"], help=ENGINE_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pneumoscan.evaluation.evaluate import evaluate
+    from pneumoscan.evaluation.groups import format_groups
     from pneumoscan.evaluation.metrics import format_report
     from pneumoscan.predict import Predictor
 
     predictor = Predictor.load(args.model, args.engine)
-    result = evaluate(predictor, args.data, args.split, progress=not args.quiet)
+    result = evaluate(predictor, _data_sources(args), args.split, progress=not args.quiet)
     print(format_report(result.metrics))
+    print(f"\nper group, with 95% {result.metrics['bootstrap']['unit']}-bootstrap intervals")
+    print(format_groups(result.metrics["groups"]))
+    _warn_if_synthetic(predictor.meta)
     _report_skipped(result.skipped)
     if args.out:
         written = result.write(args.out)
@@ -156,9 +206,91 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.report:
         from pneumoscan.evaluation.report import write_report
 
-        write_report(result, predictor, args.report)
-        print(f"report: {args.report}")
+        print(f"report: {write_report(result, predictor, report_path(args.report, args.out))}")
     return 0
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="refit a model's temperature and threshold on a new site's labelled films",
+        description="Refit the calibration temperature and the operating threshold on labelled films "
+        "of a new site, without retraining, and write a new model file that records them. "
+        "A .onnx model is recalibrated without PyTorch.",
+    )
+    p.add_argument("model", help="model file (.safetensors or .onnx), or 'bundled'")
+    p.add_argument("data", help="labelled films (Kaggle layout or NORMAL/ PNEUMONIA/)")
+    p.add_argument("--out", required=True, help="new model file to write (same suffix as MODEL)")
+    p.add_argument(
+        "--rule",
+        choices=["fixed", "sensitivity", "youden"],
+        help="threshold rule (default: the model's own): fixed (--threshold), sensitivity "
+        "(highest threshold keeping --target-sensitivity), youden (max sensitivity + specificity)",
+    )
+    p.add_argument(
+        "--target-sensitivity", type=float, help="sensitivity to keep (implies --rule sensitivity)"
+    )
+    p.add_argument("--threshold", type=float, help="threshold of --rule fixed (default 0.5)")
+    p.add_argument("--keep-temperature", action="store_true", help="refit the threshold only")
+    p.add_argument("--split", help="split to calibrate on (default: the only one, else val, else train)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _calibration_rule(args: argparse.Namespace):
+    from pydantic import ValidationError
+
+    from pneumoscan.config import CalibrationConfig
+
+    rule = args.rule or ("sensitivity" if args.target_sensitivity is not None else None)
+    if args.target_sensitivity is not None and rule != "sensitivity":
+        raise PneumoscanError("--target-sensitivity goes with --rule sensitivity")
+    if args.threshold is not None and rule != "fixed":
+        raise PneumoscanError("--threshold goes with --rule fixed")
+    if rule is None:
+        return None
+    fields = {
+        "threshold_rule": rule,
+        "threshold": args.threshold,
+        "target_sensitivity": args.target_sensitivity,
+    }
+    try:
+        return CalibrationConfig(**{k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise PneumoscanError(f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}") from None
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from pneumoscan.recalibrate import recalibrate
+
+    result = recalibrate(
+        args.model,
+        args.data,
+        args.out,
+        _calibration_rule(args),
+        args.split,
+        args.keep_temperature,
+        progress=not args.quiet,
+    )
+    record = result.record
+    print(f"calibrated on {sum(record.films.values())} films: {record.summary()}")
+    before, after = record.metrics_before, record.metrics_after
+    changes = "  ".join(
+        f"{name} {_fmt(before[name])} -> {_fmt(after[name])}"
+        for name in ("sensitivity", "specificity", "ece")
+    )
+    print(f"on these same films: {changes} (measure on other films with pneumoscan evaluate)")
+    print(f"wrote {result.path}")
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def report_path(report: str, out: str | None) -> Path:
+    """Where ``evaluate --report`` writes: a bare file name goes into ``--out`` when one is given."""
+    return Path(out) / report if out and not os.path.dirname(report) else Path(report)
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -177,6 +309,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--csv", metavar="FILE", help="write a CSV table ('-' for stdout)")
     out.add_argument("--json", action="store_true", help="print JSON lines")
     p.add_argument("--explain", metavar="OUT_DIR", help="write a heat-map overlay PNG per image into OUT_DIR")
+    p.add_argument(
+        "--no-refuse",
+        action="store_true",
+        help="label images the model would refuse too (they stay marked out of distribution)",
+    )
 
 
 def collect_images(inputs: Sequence[str]) -> list[str]:
@@ -198,7 +335,7 @@ def collect_images(inputs: Sequence[str]) -> list[str]:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from pneumoscan.model_source import names_model
-    from pneumoscan.predict import Predictor
+    from pneumoscan.predict import NO_GATE, Predictor
 
     inputs = list(args.inputs)
     model = args.model
@@ -209,7 +346,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     paths = collect_images(inputs)
     if not paths:
         raise PneumoscanError("no images to predict; pass image files or folders")
-    predictor = Predictor.load(model, args.engine)
+    predictor = Predictor.load(model, args.engine, refuse=not args.no_refuse)
+    if predictor.meta.gate is None:
+        print(f"pneumoscan: note: {NO_GATE}", file=sys.stderr)
     if args.explain:
         from pneumoscan.explain import explain_files
 
@@ -220,10 +359,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
         results = predictor.predict_files(paths)
     _print_predictions([r.as_dict() for r in results], args)
     failed = [r for r in results if r.error]
+    if len(failed) < len(results):
+        _warn_if_synthetic(predictor.meta)
     for r in failed:
         print(f"pneumoscan: skipped {r.error}", file=sys.stderr)
     if failed:
         print(f"pneumoscan: {len(failed)} of {len(results)} files skipped", file=sys.stderr)
+    outside = sum(r.out_of_distribution for r in results)
+    if outside:
+        what = "refused" if predictor.refuse else "judged anyway (--no-refuse)"
+        print(
+            f"pneumoscan: {outside} of {len(results)} images are not chest films the model can judge: {what}",
+            file=sys.stderr,
+        )
     return 0 if len(failed) < len(results) else 2
 
 
@@ -244,9 +392,15 @@ def _print_predictions(rows: list[dict], args: argparse.Namespace) -> None:
             print(f"wrote {len(rows)} rows to {args.csv}")
     else:
         ok = table[table["error"] == ""]
+        if len(ok):
+            print(PREDICT_HEADER)
         for row in ok.itertuples():
-            note = f"  ! {row.warnings}" if row.warnings else ""
-            print(f"{row.probability:8.4f}  {row.label:<9}  {row.path}{note}")
+            notes = [f"out of distribution: {row.refusal_reason}"] if row.out_of_distribution else []
+            notes += [row.warnings] if row.warnings else []
+            note = "".join(f"  ! {n}" for n in notes)
+            probability = "          -" if pd.isna(row.probability) else f"{row.probability:11.4f}"
+            label = "REFUSED" if row.refused else row.label
+            print(f"{probability}  {label:<9}  {row.path}{note}")
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
@@ -256,6 +410,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from pneumoscan.model_source import resolve_model
+    from pneumoscan.predict import NO_GATE, load_engine
 
     source = resolve_model(args.model)
     if source.engine == "torch":
@@ -263,10 +418,16 @@ def cmd_info(args: argparse.Namespace) -> int:
 
         meta = read_meta(source.path)
     else:
-        from pneumoscan.predict import load_engine
-
         meta = load_engine(source.path).meta
     print(meta.model_dump_json(indent=2))
+    if meta.gate is None:
+        print(f"gate: none ({NO_GATE})")
+    else:
+        print(f"gate: refuses when ood_score > {meta.gate.threshold:.4f} ({meta.gate.rule})")
+    if meta.calibration_history:
+        print("calibration history:", file=sys.stderr)
+        for number, record in enumerate(meta.calibration_history, 1):
+            print(f"  {number}. {record.summary()}", file=sys.stderr)
     return 0
 
 
@@ -402,6 +563,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sock = listening_socket(args.host, args.port)  # before anything is announced: a busy port is one line
     try:
         predictor = Predictor.load(args.model, args.engine)
+        _warn_if_synthetic(predictor.meta)
         loopback = args.host in LOOPBACK_HOSTS
         allowed = [*args.allowed_host, *(LOOPBACK_HOSTS if loopback else ())] or None
         app = create_app(
@@ -440,13 +602,22 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         description="Make a small synthetic data set, train, evaluate and predict, offline, in a minute.",
     )
     p.add_argument("--out", default="pneumoscan-demo", help="folder for the data and the run")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from pneumoscan.demo import run_demo
 
-    run_demo(Path(args.out))
+    if not args.debug:
+        _quiet_libraries()  # again, as for train: importing Lightning resets its loggers to INFO
+    run_demo(Path(args.out), progress=not args.quiet)
     return 0
+
+
+def _warn_if_synthetic(meta: ModelMeta) -> None:
+    """A model trained on synthetic shapes says so on every use."""
+    if meta.synthetic_warning():
+        print(f"pneumoscan: warning: {meta.synthetic_warning()}", file=sys.stderr)
 
 
 def _report_skipped(skipped: dict[str, str]) -> None:
@@ -460,6 +631,7 @@ COMMANDS = {
     "inspect": (_add_inspect, cmd_inspect),
     "train": (_add_train, cmd_train),
     "evaluate": (_add_evaluate, cmd_evaluate),
+    "calibrate": (_add_calibrate, cmd_calibrate),
     "predict": (_add_predict, cmd_predict),
     "info": (_add_info, cmd_info),
     "export": (_add_export, cmd_export),
@@ -484,6 +656,7 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("always", category=PneumoscanWarning)  # ours are for the user: never hidden
     import logging
 
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torch.onnx"):
@@ -502,11 +675,30 @@ def _tolerate_any_file_name() -> None:
         reconfigure(errors="surrogateescape" if utf8 else "backslashreplace")
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` printing a :class:`PneumoscanWarning` as one line on stderr."""
+    if issubclass(category, PneumoscanWarning):
+        print(f"pneumoscan: warning: {message}", file=sys.stderr)
+    else:
+        _SHOW_WARNING(message, category, filename, lineno, file, line)
+
+
+_SHOW_WARNING = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pneumoscan`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _tolerate_any_file_name()
+    warnings.showwarning = _show_warning
     if not args.debug:
         _quiet_libraries()
     try:

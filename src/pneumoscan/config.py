@@ -61,8 +61,12 @@ class AugmentConfig(_Section):
 
 
 class DataConfig(_Section):
-    """How images are listed, split and cached."""
+    """Where the images are, and how they are listed, split, sampled and cached."""
 
+    sources: list[str] = Field(
+        default_factory=list,
+        description="data folders (Kaggle layout) and labels CSVs; each is a site (train --data sets it)",
+    )
     val_fraction: float = Field(0.2, gt=0, lt=0.9, description="share of train cut out for validation")
     min_val_images: int = Field(
         100, ge=0, description="a val/ folder smaller than this is merged into train and re-split"
@@ -70,6 +74,12 @@ class DataConfig(_Section):
     split_seed: int = 42
     cache_dir: str | None = Field(None, description="decoded-image cache; default ~/.cache/pneumoscan")
     balanced_sampling: bool = Field(False, description="draw training batches class-balanced")
+    site_balance: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="0: sites drawn in proportion to their size; 1: every site equally likely per draw",
+    )
 
 
 class ModelConfig(_Section):
@@ -77,6 +87,31 @@ class ModelConfig(_Section):
 
     architecture: str = "seed-cnn"
     options: dict[str, Any] = Field(default_factory=dict)
+    gate: bool = Field(
+        False,
+        description="add the 'frontal chest film?' gate head that refuses images the model cannot judge",
+    )
+
+
+class GateConfig(_Section):
+    """How the gate head (``model.gate``) is trained and where its refusal threshold is set."""
+
+    negatives: list[str] = Field(
+        default_factory=list, description="folders of real non-chest images (e.g. other body parts' X-rays)"
+    )
+    generated_negatives: int = Field(
+        3000, ge=0, description="procedurally generated non-chest images (noise, text, charts, shapes, ...)"
+    )
+    negative_fraction: float = Field(
+        0.25, ge=0, le=1, description="negatives added per chest film in a batch"
+    )
+    loss_weight: float = Field(0.5, ge=0, description="weight of the gate's loss next to the classifier's")
+    max_refused: float = Field(
+        0.01, ge=0, lt=0.5, description="share of validation chest films the refusal threshold may refuse"
+    )
+    min_threshold: float = Field(
+        0.5, gt=0, lt=1, description="lowest refusal threshold on the out-of-distribution score"
+    )
 
 
 class TrainConfig(_Section):
@@ -105,13 +140,18 @@ class TrainConfig(_Section):
     num_nodes: int = Field(1, ge=1)
     strategy: str = "auto"
     max_steps: int = Field(-1, description="stop after this many optimiser steps (-1: no limit)")
+    monitor: Literal["val_loss", "val_auc_worst", "val_auc_mean"] = Field(
+        "val_loss",
+        description="what model selection (best.ckpt) and early stopping follow: the pooled validation "
+        "loss, or the worst or mean per-site validation ROC-AUC",
+    )
 
 
 class CalibrationConfig(_Section):
     """Temperature scaling and the operating threshold, both fitted on the validation split."""
 
     temperature_scaling: bool = True
-    threshold_rule: Literal["fixed", "sensitivity"] = "fixed"
+    threshold_rule: Literal["fixed", "sensitivity", "youden", "worst-site"] = "fixed"
     threshold: float = Field(0.5, gt=0, lt=1, description="used by the 'fixed' rule")
     target_sensitivity: float = Field(0.98, gt=0, le=1, description="used by the 'sensitivity' rule")
 
@@ -126,6 +166,7 @@ class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
 
     def to_json(self) -> str:
         """Serialise to indented JSON."""
@@ -185,11 +226,12 @@ def first_error(exc: ValidationError) -> str:
 
 def seed_recipe() -> Config:
     """The original Keras notebook: 224 px RGB, ``seed-cnn``, Adam 3e-5, plateau LR, early stopping."""
-    return Config(recipe="seed")
+    return Config(recipe="seed", model=ModelConfig(gate=True))
 
 
 def default_recipe() -> Config:
-    """The bundled model's recipe: grayscale 128 px, small ResNet, shift-robust augmentation."""
+    """The bundled model's recipe: grayscale 128 px, small ResNet with a gate, shift-robust augmentation,
+    sites drawn equally often, one threshold chosen for the worst site."""
     return Config(
         recipe="default",
         preprocess=PreprocessConfig(image_size=128, channels=1, crop_fraction=0.8, normalization="zscore"),
@@ -207,20 +249,22 @@ def default_recipe() -> Config:
             noise=0.05,
             erasing=0.3,
         ),
-        data=DataConfig(val_fraction=0.1),
+        data=DataConfig(val_fraction=0.1, site_balance=1.0),
         model=ModelConfig(
-            architecture="pneumo-resnet", options={"stem_stride": 4, "widths": [24, 48, 96, 192]}
+            architecture="pneumo-resnet", options={"stem_stride": 4, "widths": [24, 48, 96, 192]}, gate=True
         ),
         train=TrainConfig(
             optimizer="adamw",
             lr=3e-3,
             weight_decay=0.05,
             batch_size=64,
-            max_epochs=25,
+            max_epochs=20,
             scheduler="onecycle",
             early_stopping_patience=None,
             class_weighted_loss=True,
+            monitor="val_auc_worst",
         ),
+        calibration=CalibrationConfig(threshold_rule="worst-site"),
     )
 
 

@@ -6,6 +6,8 @@ jobs that skip bad files) can tell them apart without reading the message.
 
 from __future__ import annotations
 
+import warnings
+
 
 class PneumoscanError(Exception):
     """An error caused by user input (a file, a folder, a setting) with a message that says what to do."""
@@ -41,3 +43,23 @@ class ModelFileError(PneumoscanError):
 
 class RunFolderError(PneumoscanError):
     """A training run folder is in use by another run, holds another run, or has nothing to resume."""
+
+
+class InputRefusedError(ImageReadError):
+    """An image whose header says the model cannot judge it (e.g. a CT, a lateral view).
+
+    ``reason`` is the refusal reason without the file name.
+    """
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: refused: {reason}")
+        self.reason = reason
+
+
+class PneumoscanWarning(UserWarning):
+    """Input that was skipped or changed on the way (an unreadable folder, ...); the CLI prints one line."""
+
+
+def warn(message: str) -> None:
+    """Issue a :class:`PneumoscanWarning` (the CLI shows it as ``pneumoscan: warning: MESSAGE``)."""
+    warnings.warn(PneumoscanWarning(message), stacklevel=2)

@@ -2,8 +2,16 @@
 
 Grad-CAM (Selvaraju et al., 2017) weighs each channel of the network's last convolutional stage
 (``net.cam_layer``, exposed by every registered architecture) by the mean gradient of the
-PNEUMONIA logit with respect to it, keeps the positive part of the weighted sum and scales it to
-[0, 1].  It runs in float32 with the network in eval mode, on the torch engine only.
+PNEUMONIA logit with respect to it and keeps the positive part of the weighted sum.  It runs in
+float32 with the network in eval mode, on the torch engine only.
+
+**How a map is scaled.**  Raw Grad-CAM has no absolute unit, and scaling each map to its own peak
+would paint a bright red blob on every film, even one the model calls 0.6 % pneumonia.  So the map
+shows *where* the evidence lies (Grad-CAM scaled to peak 1) times *how much* of it the whole film
+holds: the calibrated probability of pneumonia.  A map's peak therefore equals the film's
+probability: a confident NORMAL film stays dark blue everywhere (calm), a 50 % film peaks at
+green, and only a film the model calls PNEUMONIA with confidence shows red.  Every written map
+carries a colour bar of this 0-1 scale.
 
 >>> from pneumoscan import Predictor
 >>> from pneumoscan.explain import explain_file, overlay_png
@@ -23,13 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
 from pneumoscan.atomic import atomic_write_bytes
 from pneumoscan.data.imageio import DecodedImage, read_image
 from pneumoscan.engines.torch_engine import TorchEngine
-from pneumoscan.errors import ImageReadError, PneumoscanError
+from pneumoscan.errors import ImageReadError, InputRefusedError, PneumoscanError
 from pneumoscan.predict import Prediction, Predictor
 from pneumoscan.preprocess import crop_box, prepare, read_for_model, to_model_input
 
@@ -42,7 +50,8 @@ _CAM_LOCK = threading.Lock()  # the hook lives on a network that other threads m
 class Explanation:
     """A prediction with its Grad-CAM heat map.
 
-    ``heatmap`` is float32 ``(S, S)`` in [0, 1] in model-input coordinates (after crop and resize);
+    ``heatmap`` is float32 ``(S, S)`` in [0, 1] in model-input coordinates (after crop and resize):
+    the Grad-CAM map scaled so that its peak is the film's probability of pneumonia;
     ``overlay`` is uint8 RGB ``(H, W, 3)``: the heat map over the original image, mapped back
     through the centre crop (no colour outside it), at most :data:`MAX_OVERLAY_SIDE` pixels a side.
     """
@@ -90,24 +99,25 @@ def explain_image(
     net = _network(predictor)
     cfg = predictor.meta.preprocess
     seen = model_image if model_image is not None else image
-    heatmap = grad_cam(net, to_model_input(prepare(seen, cfg), cfg))[0]
     prediction = predictor.predict_images([seen], [name])[0]
+    heatmap = grad_cam(net, to_model_input(prepare(seen, cfg), cfg))[0] * np.float32(prediction.probability)
     return Explanation(prediction, heatmap, _overlay(image.pixels, heatmap, cfg.crop_fraction))
 
 
 def explain_file(predictor: Predictor, path: str | os.PathLike[str]) -> Explanation:
     """:func:`explain_image` of a file: full resolution for the overlay, model input as in prediction."""
-    model_image = read_for_model(path, predictor.meta.preprocess)
-    return explain_image(predictor, read_image(path), str(path), model_image=model_image)
+    model_image = read_for_model(path, predictor.meta.preprocess, accept_refused=not predictor.refuse)
+    return explain_image(predictor, read_image(path, accept_refused=True), str(path), model_image=model_image)
 
 
 def explain_files(
     predictor: Predictor, paths: Iterable[str | os.PathLike[str]], out_dir: str | Path
 ) -> list[Prediction]:
-    """Predict files and write ``OUT_DIR/<stem>_heatmap.png`` for each readable one.
+    """Predict files and write ``OUT_DIR/<stem>_heatmap.png`` for each readable one the model does not refuse.
 
     Predictions come back in the input order with ``heatmap_path`` set; unreadable files come back
-    with ``error`` set, as from :meth:`Predictor.predict_files`.  Repeated stems get ``-2``, ``-3``...
+    with ``error`` set, as from :meth:`Predictor.predict_files`; refused images get no heat map (with
+    a predictor made with ``refuse=False`` they get one).  Repeated stems get ``-2``, ``-3``...
     """
     _network(predictor)  # refuse an ONNX predictor before reading anything
     out = _output_dir(Path(out_dir))
@@ -116,8 +126,14 @@ def explain_files(
     for path in paths:
         try:
             explanation = explain_file(predictor, path)
+        except InputRefusedError as exc:
+            results.append(Prediction.of_refused_file(str(path), exc))
+            continue
         except ImageReadError as exc:
             results.append(Prediction(str(path), error=str(exc)))
+            continue
+        if explanation.prediction.refused:
+            results.append(explanation.prediction)
             continue
         target = out / _unique_name(Path(path).stem, used)
         _write(target, overlay_png(explanation))
@@ -127,12 +143,48 @@ def explain_files(
 
 
 def overlay_png(explanation: Explanation, max_side: int = MAX_OVERLAY_SIDE) -> bytes:
-    """PNG bytes of the overlay, downscaled so that its longest side is at most ``max_side``."""
+    """PNG bytes of the overlay with a colour bar at its right; the overlay is downscaled so
+    that its longest side is at most ``max_side``."""
     picture = Image.fromarray(explanation.overlay)
     picture.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    return png_bytes(with_colour_bar(picture))
+
+
+def film_png(image: DecodedImage, max_side: int = MAX_OVERLAY_SIDE) -> bytes:
+    """PNG bytes of the film itself in grayscale, at most ``max_side`` a side (to show beside its overlay)."""
+    picture = Image.fromarray(np.clip(np.rint(image.pixels * 255.0), 0, 255).astype(np.uint8))
+    picture.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    return png_bytes(picture)
+
+
+def png_bytes(picture: Image.Image) -> bytes:
+    """``picture`` encoded as PNG."""
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def with_colour_bar(picture: Image.Image) -> Image.Image:
+    """``picture`` with a black panel on its right: the heat-map colours from 0 (bottom) to 1 (top)."""
+    height = picture.height
+    font_size = min(20, max(10, height // 20))
+    margin = font_size // 2 + 2
+    bar_height = max(2, height - 2 * margin)
+    font = ImageFont.load_default(size=font_size)
+    labels = ("1.0", "0.5", "0.0")
+    text_width = max(int(font.getlength(text)) for text in labels)
+    width = picture.width + margin + font_size + 4 + text_width + margin
+    canvas = Image.new("RGB", (width, height), (0, 0, 0))
+    canvas.paste(picture.convert("RGB"), (0, 0))
+    values = np.linspace(1.0, 0.0, bar_height, dtype=np.float32)
+    colours = np.repeat(_jet(values)[:, None, :], font_size, axis=1)
+    bar_left = picture.width + margin
+    canvas.paste(Image.fromarray(np.rint(colours * 255).astype(np.uint8)), (bar_left, margin))
+    draw = ImageDraw.Draw(canvas)
+    for text, fraction in zip(labels, (0.0, 0.5, 1.0), strict=True):
+        y = margin + fraction * (bar_height - 1)
+        draw.text((bar_left + font_size + 4, y), text, fill=(255, 255, 255), font=font, anchor="lm")
+    return canvas
 
 
 def _network(predictor: Predictor) -> nn.Module:

@@ -3,7 +3,9 @@
 The safetensors header's ``__metadata__`` holds one key, ``pneumoscan``, whose JSON value is a
 :class:`ModelMeta`: format version, architecture and options, the preprocessing contract, the
 calibration temperature and operating threshold, class names, the full training config, the
-metrics measured when it was saved and the package version.  Loading never unpickles anything:
+metrics measured when it was saved, whether it was trained on synthetic data, the package version,
+its out-of-distribution gate, and the history of ``pneumoscan calibrate`` runs (older files without
+them load with no gate and an empty history).  Loading never unpickles anything:
 safetensors stores raw tensors only.  This module is torch-free (numpy in, numpy out), so the ONNX
 engine and tools that only read metadata don't need PyTorch.
 """
@@ -31,8 +33,57 @@ FORMAT_VERSION = 1
 _KEY = "pneumoscan"
 
 
+class GateMeta(BaseModel):
+    """The out-of-distribution gate of a model: how its score is read and where it refuses.
+
+    ``ood_score = 1 - sigmoid(gate logit)`` is the gate head's belief that an image is not a frontal
+    chest film like the training films; an image is refused when ``ood_score > threshold``.
+    """
+
+    threshold: float = Field(gt=0, lt=1)
+    rule: str
+    validation: dict[str, Any] = Field(default_factory=dict)
+
+
+class OperatingPoint(BaseModel):
+    """A model's calibration: temperature, threshold and the rule that chose the threshold."""
+
+    temperature: float
+    threshold: float
+    threshold_rule: str
+
+
+class CalibrationRecord(BaseModel):
+    """One ``pneumoscan calibrate`` run: the films it was fitted on, and the values before and after."""
+
+    date: str
+    data: list[str]
+    split: str
+    sites: list[str]
+    films: dict[str, int]  # per class name
+    patients: int
+    content_hash: str  # sha256 over the sorted "sha1-of-file-bytes label" lines of the films
+    previous: OperatingPoint
+    new: OperatingPoint
+    metrics_before: dict[str, float | None] = Field(default_factory=dict)  # on the same films
+    metrics_after: dict[str, float | None] = Field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line: when, on what, and what changed."""
+        films = ", ".join(f"{count} {name}" for name, count in self.films.items())
+        old, new = self.previous, self.new
+        return (
+            f"{self.date}: {', '.join(self.sites)} ({films}; split {self.split}; "
+            f"sha256 {self.content_hash[:12]}): temperature {old.temperature:.3f} -> {new.temperature:.3f}, "
+            f"threshold {old.threshold:.3f} -> {new.threshold:.3f} ({new.threshold_rule})"
+        )
+
+
 class ModelMeta(BaseModel):
-    """Everything needed to rebuild, run and describe a trained model."""
+    """Everything needed to rebuild, run and describe a trained model.
+
+    ``gate`` is None for models without an out-of-distribution gate (files made before it existed).
+    """
 
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
@@ -47,10 +98,29 @@ class ModelMeta(BaseModel):
     package_version: str = ""
     created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     name: str = ""
+    gate: GateMeta | None = None
+    synthetic_data: bool = False  # trained on pneumoscan.synthetic shapes; older files lack it: False
+    calibration_history: list[CalibrationRecord] = Field(default_factory=list)
+
+    def operating_point(self) -> OperatingPoint:
+        """The current temperature, threshold and rule."""
+        return OperatingPoint(
+            temperature=self.temperature, threshold=self.threshold, threshold_rule=self.threshold_rule
+        )
 
     def model_id(self) -> str:
-        """Short human-readable identity: name or architecture, and creation time."""
-        return f"{self.name or self.model.architecture}@{self.created}"
+        """Short human-readable identity: name or architecture, creation time, last recalibration."""
+        base = f"{self.name or self.model.architecture}@{self.created}"
+        return f"{base}/calibrated@{self.calibration_history[-1].date}" if self.calibration_history else base
+
+    def synthetic_warning(self) -> str:
+        """A warning to show on every use of a model trained on synthetic data; empty otherwise."""
+        if not self.synthetic_data:
+            return ""
+        return (
+            f"{self.model_id()} was trained on synthetic shapes (pneumoscan demo), not on radiographs; "
+            "its probabilities for real films mean nothing. Use the bundled model or train on real data"
+        )
 
 
 def save_model(path: str | os.PathLike[str], tensors: Mapping[str, np.ndarray], meta: ModelMeta) -> Path:

@@ -5,7 +5,15 @@
 >>> [p.probability for p in predictor.predict_files(["film.jpeg"])]
 
 The engine (``torch`` or ``onnx``) only computes logits; decoding, preprocessing, calibration
-(``sigmoid(logit / temperature)``), the threshold and the sanity warnings are the same for both.
+(``sigmoid(logit / temperature)``), the threshold, the sanity checks and the refusal are the same
+for both.
+
+**Refusal.** An image is *out of distribution* when its DICOM header says it is no frontal chest
+radiograph, when it is in colour or blank (:mod:`pneumoscan.sanity`), or when the model's gate
+scores it above the threshold stored in the model file (``ood_score > gate.threshold``).  Such an
+image is refused: it gets no label, ``refused`` is true and ``refusal_reason`` says why (its
+probability is still given where it was computed).  With ``refuse=False`` it gets a label anyway and
+stays marked ``out_of_distribution``.
 """
 
 from __future__ import annotations
@@ -17,28 +25,35 @@ from typing import Protocol
 
 import numpy as np
 
+from pneumoscan.calibration import calibrated, ood_scores
 from pneumoscan.data.imageio import DecodedImage
-from pneumoscan.errors import ImageReadError
+from pneumoscan.errors import ImageReadError, InputRefusedError
 from pneumoscan.model_file import ModelMeta
 from pneumoscan.model_source import EngineName, resolve_model
-from pneumoscan.preprocess import prepare, read_for_model, to_model_input
-from pneumoscan.sanity import check_radiograph
+from pneumoscan.preprocess import ModelInput, model_input, read_for_model, to_model_input
 
 
 class Engine(Protocol):
-    """Computes one logit per image of a prepared float32 batch."""
+    """Computes one pneumonia logit (and one gate logit, for a model with a gate) per image of a batch."""
 
     name: str
     meta: ModelMeta
 
-    def logits(self, batch: np.ndarray) -> np.ndarray: ...
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+
+NO_GATE = "this model has no out-of-distribution check: it answers for any image, chest film or not"
 
 
 @dataclass
 class Prediction:
     """The result for one image; ``error`` is set (and the rest empty) when it could not be read.
 
-    ``heatmap_path`` is the heat-map PNG written by :func:`pneumoscan.explain.explain_files`.
+    ``ood_score`` is the gate's out-of-distribution score (None without a gate or when the header
+    refused the file before decoding); ``out_of_distribution`` and ``refusal_reason`` say whether and
+    why the image is outside what the model can judge; ``refused`` is true when it was refused for
+    that (then ``label`` is None). ``heatmap_path`` is the heat-map PNG written by
+    :func:`pneumoscan.explain.explain_files`.
     """
 
     path: str
@@ -48,6 +63,15 @@ class Prediction:
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     heatmap_path: str | None = None
+    ood_score: float | None = None
+    out_of_distribution: bool = False
+    refused: bool = False
+    refusal_reason: str = ""
+
+    @classmethod
+    def of_refused_file(cls, path: str, exc: InputRefusedError) -> Prediction:
+        """A file refused by its header before its pixels were decoded (no probability)."""
+        return cls(path, out_of_distribution=True, refused=True, refusal_reason=exc.reason)
 
     def as_dict(self) -> dict[str, object]:
         """Plain-dict form for JSON/CSV output."""
@@ -56,6 +80,10 @@ class Prediction:
             "probability": self.probability,
             "label": self.label,
             "threshold": self.threshold,
+            "ood_score": self.ood_score,
+            "out_of_distribution": self.out_of_distribution,
+            "refused": self.refused,
+            "refusal_reason": self.refusal_reason,
             "warnings": "; ".join(self.warnings),
             "error": self.error or "",
             "heatmap_path": self.heatmap_path or "",
@@ -78,32 +106,55 @@ def load_engine(model: str | os.PathLike[str] | None = None, engine: EngineName 
 
 
 class Predictor:
-    """Calibrated pneumonia probabilities from any engine, with the model's threshold."""
+    """Calibrated pneumonia probabilities from any engine, with the model's threshold and refusal gate.
 
-    def __init__(self, engine: Engine) -> None:
+    ``refuse``: refuse out-of-distribution images (the default); False labels them anyway.
+    """
+
+    def __init__(self, engine: Engine, refuse: bool = True) -> None:
         self.engine = engine
         self.meta = engine.meta
+        self.refuse = refuse
 
     @classmethod
-    def load(cls, model: str | os.PathLike[str] | None = None, engine: EngineName | None = None) -> Predictor:
+    def load(
+        cls,
+        model: str | os.PathLike[str] | None = None,
+        engine: EngineName | None = None,
+        refuse: bool = True,
+    ) -> Predictor:
         """Load a model file (``None`` or ``"bundled"``: the bundled model); the engine is the file's own."""
-        return cls(load_engine(model, engine))
+        return cls(load_engine(model, engine), refuse)
 
     @property
     def threshold(self) -> float:
         return self.meta.threshold
 
-    def logits(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Raw (uncalibrated) logits for prepared uint8 images ``(N, S, S)``."""
-        out = [
-            self.engine.logits(to_model_input(images[i : i + batch_size], self.meta.preprocess))
+    def outputs(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw pneumonia logits and gate logits (None without a gate) of prepared uint8 ``(N, S, S)``."""
+        runs = [
+            self.engine.run(to_model_input(images[i : i + batch_size], self.meta.preprocess))
             for i in range(0, len(images), batch_size)
         ]
-        return np.concatenate(out).astype(np.float64) if out else np.zeros(0, np.float64)
+        logits = np.concatenate([r[0] for r in runs]).astype(np.float64) if runs else np.zeros(0)
+        if not runs or runs[0][1] is None:
+            return logits, None
+        return logits, np.concatenate([np.asarray(r[1]) for r in runs]).astype(np.float64)
+
+    def logits(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Raw (uncalibrated) pneumonia logits for prepared uint8 images ``(N, S, S)``."""
+        return self.outputs(images, batch_size)[0]
+
+    def scores(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """``(N, 2)``: calibrated probability ``sigmoid(logit / temperature)`` and ``ood_score``
+        ``sigmoid(-gate logit)`` (NaN without a gate) of prepared uint8 images."""
+        logits, gate = self.outputs(images, batch_size)
+        ood = ood_scores(gate) if gate is not None else np.full(len(logits), np.nan)
+        return np.stack([calibrated(logits, self.meta.temperature), ood], axis=1)
 
     def probabilities(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Calibrated probabilities ``sigmoid(logit / temperature)`` for prepared uint8 images."""
-        return 1.0 / (1.0 + np.exp(-self.logits(images, batch_size) / self.meta.temperature))
+        return self.scores(images, batch_size)[:, 0]
 
     def label_of(self, probability: float) -> str:
         """Class name at the model's threshold."""
@@ -115,19 +166,40 @@ class Predictor:
         Decode them with :func:`~pneumoscan.preprocess.read_for_model` to get exactly the
         probabilities of :meth:`predict_files` (large JPEGs are decoded at a reduced scale there).
         """
-        prepared = [prepare(image, self.meta.preprocess) for image in images]
-        return self._predict_prepared(names, prepared, [check_radiograph(image) for image in images])
+        return self._predict_inputs(names, [model_input(image, self.meta.preprocess) for image in images])
 
-    def _predict_prepared(
-        self, names: Sequence[str], prepared: Sequence[np.ndarray], warnings: Sequence[list[str]]
-    ) -> list[Prediction]:
-        probs = self.probabilities(np.stack(prepared)) if prepared else np.zeros(0)
-        return [self.result(name, p, warn) for name, p, warn in zip(names, probs, warnings, strict=True)]
+    def _predict_inputs(self, names: Sequence[str], inputs: Sequence[ModelInput]) -> list[Prediction]:
+        rows = self.scores(np.stack([i.pixels for i in inputs])) if inputs else np.zeros((0, 2))
+        return [self.result(name, row, i) for name, row, i in zip(names, rows, inputs, strict=True)]
 
-    def result(self, name: str, probability: float, warnings: list[str]) -> Prediction:
-        """The :class:`Prediction` for a computed probability (label and threshold from the model)."""
-        probability = float(probability)
-        return Prediction(name, probability, self.label_of(probability), self.threshold, warnings)
+    def result(
+        self, name: str, scores: np.ndarray, prepared: ModelInput, refuse: bool | None = None
+    ) -> Prediction:
+        """The :class:`Prediction` for one image's :meth:`scores` row and its checked input.
+
+        ``refuse``: overrides the predictor's own setting for this image (the web API's flag).
+        """
+        probability, ood = float(scores[0]), float(scores[1])
+        ood_score = None if np.isnan(ood) else ood
+        reasons = list(prepared.refusals)
+        gate = self.meta.gate
+        if gate is not None and ood_score is not None and ood_score > gate.threshold:
+            reasons.append(
+                f"out-of-distribution score {ood_score:.3f} is above the model's limit {gate.threshold:.3f}: "
+                "not a frontal chest X-ray like those it was trained on"
+            )
+        refused = bool(reasons) and (self.refuse if refuse is None else refuse)
+        return Prediction(
+            name,
+            probability,
+            None if refused else self.label_of(probability),
+            self.threshold,
+            list(prepared.warnings),
+            ood_score=ood_score,
+            out_of_distribution=bool(reasons),
+            refused=refused,
+            refusal_reason="; ".join(reasons),
+        )
 
     def predict_files(
         self, paths: Iterable[str | os.PathLike[str]], batch_size: int = 64
@@ -135,26 +207,29 @@ class Predictor:
         """Predict files; unreadable ones come back with ``error`` set, in the input order.
 
         Files are decoded and prepared one at a time and run through the engine in batches, so
-        memory stays bounded whatever the number or size of the files.
+        memory stays bounded whatever the number or size of the files. A DICOM file whose header
+        refuses it is not decoded at all when refusing (``refused``, no probability).
         """
         results: list[Prediction] = []
-        pending: list[tuple[int, np.ndarray, list[str]]] = []
+        pending: list[tuple[int, ModelInput]] = []
 
         def flush() -> None:
-            names = [results[i].path for i, _, _ in pending]
-            done = self._predict_prepared(names, [p for _, p, _ in pending], [w for _, _, w in pending])
-            for (i, _, _), prediction in zip(pending, done, strict=True):
+            done = self._predict_inputs([results[i].path for i, _ in pending], [p for _, p in pending])
+            for (i, _), prediction in zip(pending, done, strict=True):
                 results[i] = prediction
             pending.clear()
 
         for path in paths:
             results.append(Prediction(str(path)))
             try:
-                image = read_for_model(path, self.meta.preprocess)
+                image = read_for_model(path, self.meta.preprocess, accept_refused=not self.refuse)
+            except InputRefusedError as exc:
+                results[-1] = Prediction.of_refused_file(str(path), exc)
+                continue
             except ImageReadError as exc:
                 results[-1].error = str(exc)
                 continue
-            pending.append((len(results) - 1, prepare(image, self.meta.preprocess), check_radiograph(image)))
+            pending.append((len(results) - 1, model_input(image, self.meta.preprocess)))
             if len(pending) >= batch_size:
                 flush()
         flush()

@@ -23,12 +23,28 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
 
 from pneumoscan.config import PreprocessConfig
 from pneumoscan.data.imageio import DecodedImage, read_image
+from pneumoscan.sanity import check_radiograph, input_refusals
+
+
+@dataclass
+class ModelInput:
+    """One image ready for the model: the prepared ``uint8`` pixels, input warnings and refusal reasons."""
+
+    pixels: np.ndarray
+    warnings: list[str] = field(default_factory=list)
+    refusals: list[str] = field(default_factory=list)
+
+
+def model_input(image: DecodedImage, cfg: PreprocessConfig) -> ModelInput:
+    """:func:`prepare` a decoded image and run the input checks of :mod:`pneumoscan.sanity` on it."""
+    return ModelInput(prepare(image, cfg), check_radiograph(image), input_refusals(image))
 
 
 def prepare(image: DecodedImage | np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
@@ -46,9 +62,14 @@ def source_side(cfg: PreprocessConfig) -> int:
     return math.ceil(cfg.image_size / cfg.crop_fraction)
 
 
-def read_for_model(path: str | os.PathLike[str], cfg: PreprocessConfig) -> DecodedImage:
-    """Decode a file the way every model-input path does (``read_image`` with ``min_side=source_side``)."""
-    return read_image(path, min_side=source_side(cfg))
+def read_for_model(
+    path: str | os.PathLike[str], cfg: PreprocessConfig, *, accept_refused: bool = False
+) -> DecodedImage:
+    """Decode a file the way every model-input path does (``read_image`` with ``min_side=source_side``).
+
+    ``accept_refused``: decode DICOM files whose header refuses them too (see ``read_image``).
+    """
+    return read_image(path, min_side=source_side(cfg), accept_refused=accept_refused)
 
 
 def load_prepared(path: str | os.PathLike[str], cfg: PreprocessConfig) -> np.ndarray:

@@ -1,21 +1,22 @@
-"""Input sanity: cheap warnings for images that are unlikely to be chest radiographs.
+"""Input sanity: cheap checks of a decoded image before the model's own gate looks at it.
 
-This is a heuristic, not a classifier. It looks only at colour, contrast and shape, so it cannot tell
-a chest film from any other grayscale X-ray (a hand, a knee, a CT scout) or from a grayscale photo;
-an empty list means "nothing obviously wrong", not "this is a chest X-ray". The model still predicts
-on images that get warnings; callers show the warnings next to the prediction.
+These are heuristics, not a classifier. They look only at colour, contrast and shape, so they cannot
+tell a chest film from any other grayscale X-ray (a hand, a knee, a CT scout) or from a grayscale
+photo: that is the model's gate's job (:mod:`pneumoscan.predict`). :func:`input_refusals` lists the
+reasons to refuse an image outright (colour, blank, and the DICOM header's own reasons);
+:func:`check_radiograph` lists warnings shown next to a prediction (thumbnail, odd shape).
 
 The rules, on a :class:`~pneumoscan.data.imageio.DecodedImage` at its source resolution:
 
-* Colour: a radiograph is gray, so a mean chroma (per-pixel max minus min of R, G, B, on a 0-1 scale)
-  above 0.08 suggests a colour photo or screenshot. Grayscale scans saved as RGB JPEG stay near 0.0;
-  a tinted film photo may pass, a strongly sepia-toned scan may not.
-* Blank: a pixel standard deviation below 0.02 (about 5 gray levels of 255), or more than 95 % of the
-  pixels in one of 256 gray levels, means there is almost nothing to see. Chest films have dark borders
+* Colour (refusal): a radiograph is gray, so a mean chroma (per-pixel max minus min of R, G, B, on a
+  0-1 scale) above 0.08 suggests a colour photo or screenshot. Grayscale scans saved as RGB JPEG stay
+  near 0.0; a tinted film photo may pass, a strongly sepia-toned scan may not.
+* Blank (refusal): a pixel standard deviation below 0.02 (about 5 gray levels of 255), or more than 95 %
+  of the pixels in one of 256 gray levels, means there is almost nothing to see. Chest films have dark borders
   but never that much.
-* Thumbnail: a shortest side below 64 pixels is too little detail for a diagnosis, even though the
+* Thumbnail (warning): a shortest side below 64 pixels is too little detail for a diagnosis, even though the
   model upsamples it.
-* Shape: a side ratio above 2.5:1 is a strip, a panorama or a collage; chest films are about 1:1 to
+* Shape (warning): a side ratio above 2.5:1 is a strip, a panorama or a collage; chest films are about 1:1 to
   1.3:1 and are centre-cropped to a square before the model sees them.
 """
 
@@ -35,9 +36,18 @@ MAX_ASPECT_RATIO = 2.5
 
 
 def check_radiograph(image: DecodedImage) -> list[str]:
-    """Human-readable warnings about ``image``; an empty list when it looks like a radiograph."""
-    warnings = (check(image) for check in _CHECKS)
-    return [warning for warning in warnings if warning is not None]
+    """Human-readable warnings about ``image``; an empty list when nothing looks odd."""
+    return _run(_WARNINGS, image)
+
+
+def input_refusals(image: DecodedImage) -> list[str]:
+    """Reasons to refuse ``image`` before the model sees it: colour, blank, and its DICOM header's reasons."""
+    return [*image.refusals, *_run(_REFUSALS, image)]
+
+
+def _run(checks: tuple[Callable[[DecodedImage], str | None], ...], image: DecodedImage) -> list[str]:
+    found = (check(image) for check in checks)
+    return [text for text in found if text is not None]
 
 
 def _colour(image: DecodedImage) -> str | None:
@@ -83,4 +93,5 @@ def _aspect(image: DecodedImage) -> str | None:
     )
 
 
-_CHECKS: tuple[Callable[[DecodedImage], str | None], ...] = (_colour, _blank, _thumbnail, _aspect)
+_REFUSALS: tuple[Callable[[DecodedImage], str | None], ...] = (_colour, _blank)
+_WARNINGS: tuple[Callable[[DecodedImage], str | None], ...] = (_thumbnail, _aspect)

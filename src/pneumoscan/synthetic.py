@@ -4,6 +4,11 @@ Each image is a bright "body" with two dark "lungs"; PNEUMONIA images add a brig
 opacity inside one lung.  File names follow the Kaggle conventions so patient-wise splitting is
 exercised: ``IM-NNNN-000K.jpeg`` for NORMAL, ``personN_bacteria_K.jpeg`` for PNEUMONIA, with
 several images per patient.  It says nothing about real radiographs.
+
+Several synthetic "sites" differ in exposure (``brightness``, ``contrast``); a site can also be
+written as a labels CSV with NIH-style names (``NNNNNNNN_NNN.png``, :func:`make_synthetic_csv_site`).
+The data set's root and each split folder hold a :data:`MARKER` file, so that a model trained on it
+records that it was (``ModelMeta.synthetic_data``) and ``pneumoscan predict`` warns on each use.
 """
 
 from __future__ import annotations
@@ -13,9 +18,22 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+MARKER = "PNEUMOSCAN-SYNTHETIC.txt"
+_MARKER_TEXT = (
+    "Made by pneumoscan.synthetic: drawn shapes, not radiographs. A model trained on these files\n"
+    "learns a toy task and says nothing about real chest X-rays.\n"
+)
 
-def synthetic_film(rng: np.random.Generator, pneumonia: bool, size: int = 96) -> np.ndarray:
-    """One synthetic film as uint8 ``(size, size)``."""
+
+def is_synthetic(data_dir: str | Path) -> bool:
+    """Whether ``data_dir`` was made by :func:`make_synthetic_dataset` (its root or one of its splits)."""
+    return (Path(data_dir) / MARKER).is_file()
+
+
+def synthetic_film(
+    rng: np.random.Generator, pneumonia: bool, size: int = 96, brightness: float = 0.0, contrast: float = 1.0
+) -> np.ndarray:
+    """One synthetic film as uint8 ``(size, size)``; ``brightness``/``contrast`` give a site its look."""
     yy, xx = np.mgrid[0:size, 0:size] / size
     body = 0.75 - 0.25 * ((xx - 0.5) ** 2 + (yy - 0.5) ** 2)
     image = body.copy()
@@ -28,6 +46,8 @@ def synthetic_film(rng: np.random.Generator, pneumonia: bool, size: int = 96) ->
         cy = 0.5 + rng.uniform(-0.15, 0.15)
         image += 0.45 * np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 0.06**2)))
     image += rng.normal(0, 0.04, image.shape)
+    if brightness or contrast != 1.0:
+        image = 0.5 + (image - 0.5) * contrast + brightness
     return (np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 
@@ -37,6 +57,8 @@ def make_synthetic_dataset(
     images_per_patient: int = 2,
     size: int = 96,
     seed: int = 0,
+    brightness: float = 0.0,
+    contrast: float = 1.0,
 ) -> Path:
     """Write ``root/{train,test}/{NORMAL,PNEUMONIA}/*.jpeg`` and return ``root``.
 
@@ -45,7 +67,11 @@ def make_synthetic_dataset(
     root = Path(root)
     rng = np.random.default_rng(seed)
     patient = 1
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text(_MARKER_TEXT)
     for split, count in (per_class or {"train": 60, "test": 20}).items():
+        (root / split).mkdir(parents=True, exist_ok=True)
+        (root / split / MARKER).write_text(_MARKER_TEXT)
         for label in ("NORMAL", "PNEUMONIA"):
             folder = root / split / label
             folder.mkdir(parents=True, exist_ok=True)
@@ -58,6 +84,36 @@ def make_synthetic_dataset(
                     if label == "NORMAL"
                     else f"person{patient}_bacteria_{k}.jpeg"
                 )
-                pixels = synthetic_film(rng, label == "PNEUMONIA", size)
+                pixels = synthetic_film(rng, label == "PNEUMONIA", size, brightness, contrast)
                 Image.fromarray(pixels).convert("RGB").save(folder / name, quality=95)
     return root
+
+
+def make_synthetic_csv_site(
+    root: str | Path,
+    per_class: int = 40,
+    images_per_patient: int = 2,
+    size: int = 96,
+    seed: int = 1,
+    brightness: float = -0.15,
+    contrast: float = 0.7,
+) -> Path:
+    """Write a site as ``root/images/NNNNNNNN_NNN.png`` films listed in ``root/labels.csv``; return the CSV.
+
+    The CSV has NIH's columns (``file,label,patient,view,age,sex``); the default look is darker and
+    flatter than :func:`make_synthetic_dataset`'s.
+    """
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    lines = ["file,label,patient,view,age,sex"]
+    for index in range(2 * per_class):
+        label = ("NORMAL", "PNEUMONIA")[index % 2]
+        patient = 10_000 + index // (2 * images_per_patient) * 2 + index % 2
+        name = f"images/{patient:08d}_{index:03d}.png"
+        pixels = synthetic_film(rng, label == "PNEUMONIA", size, brightness, contrast)
+        Image.fromarray(pixels).save(root / name)
+        view, age, sex = ("PA", "AP")[index % 3 == 0], 20 + index % 60, "MF"[index % 2]
+        lines.append(f"{name},{label},{patient:08d},{view},{age},{sex}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return root / "labels.csv"

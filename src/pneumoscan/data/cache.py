@@ -20,6 +20,7 @@ import errno
 import hashlib
 import json
 import os
+import sys
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,7 @@ from pneumoscan.atomic import atomic_write_text
 from pneumoscan.config import PreprocessConfig
 from pneumoscan.errors import DataError, ImageReadError
 from pneumoscan.preprocess import load_prepared
+from pneumoscan.progress import live_bars
 
 _VERSION = 2  # 2: large JPEGs decoded at reduced scale (read_for_model)
 _ATTEMPTS = 3
@@ -221,9 +223,12 @@ def _cache_error(store: Path, exc: OSError) -> DataError:
 def _decode_all(paths: list[str], cfg: PreprocessConfig, progress: bool) -> dict[str, np.ndarray | str]:
     if not paths:
         return {}
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # drawn on terminals only (live_bars), so never a notebook widget
 
+    bars = live_bars(progress, sys.stderr)
+    if progress and not bars:
+        print(f"decoding {len(paths)} images into the cache", file=sys.stderr, flush=True)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         results = pool.map(lambda p: _decode(p, cfg), paths)
-        bar = tqdm(results, total=len(paths), desc="decoding images", unit="img", disable=not progress)
+        bar = tqdm(results, total=len(paths), desc="decoding images", unit="img", disable=not bars)
         return dict(zip(paths, bar, strict=True))

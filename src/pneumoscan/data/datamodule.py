@@ -1,14 +1,19 @@
-"""Lightning data module: manifest -> patient-wise split -> cached uint8 images -> batches.
+"""Lightning data module: data sources -> per-site patient-wise split -> cached uint8 images -> batches.
 
-Batches are ``(x, y)`` with ``x`` float32 ``(N, C, S, S)`` in [0, 1] made by
-:func:`pneumoscan.preprocess.to_model_input` and ``y`` float32 labels (1 = PNEUMONIA).
+Training batches are ``(x, y)``, validation batches ``(x, y, site)``: ``x`` float32 ``(N, C, S, S)`` in
+[0, 1] made by :func:`pneumoscan.preprocess.to_model_input`, ``y`` float32 labels (1 = PNEUMONIA),
+``site`` int64 indices into :attr:`XrayDataModule.sites` (for the per-site validation metrics).
 Augmentation is applied by the LightningModule on the batch, not here; training images are
 cached at :func:`pneumoscan.augment.training_view` (wider than the model's view when the recipe
 uses ``augment.framing``), validation images exactly as the model sees them.
+
+Training draws are weighted (:func:`sampling_weights`) when ``data.balanced_sampling`` or
+``data.site_balance`` asks for it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -20,57 +25,99 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from pneumoscan.augment import training_view
 from pneumoscan.config import Config, PreprocessConfig
 from pneumoscan.data.cache import CachedImages, load_cached
-from pneumoscan.data.manifest import require_both_classes, scan_dataset, training_pool
+from pneumoscan.data.imageio import find_image_files
+from pneumoscan.data.manifest import require_both_classes, scan_sources, training_pool
+from pneumoscan.data.negatives import GENERATORS, generate_negatives
+from pneumoscan.errors import DataError
 from pneumoscan.preprocess import to_model_input
+
+GENERATOR_NAMES = list(GENERATORS)
+
+
+def sampling_weights(
+    labels: np.ndarray, sites: np.ndarray, balanced_classes: bool, site_balance: float
+) -> np.ndarray | None:
+    """Per-image draw weights of the training sampler, or None for plain shuffling.
+
+    Each image starts at 1 (or 1 / its class's count with ``balanced_classes``); the images of a site
+    are then scaled by ``M ** -site_balance``, where M is that site's total starting weight. So 0 keeps
+    the pooled draw, 1 makes every site equally likely per draw, and without class balancing the
+    weight is ``(1 / n_site) ** site_balance``.
+    """
+    if not balanced_classes and site_balance == 0:
+        return None
+    labels = labels.astype(int)
+    weights = 1.0 / np.bincount(labels, minlength=2)[labels] if balanced_classes else np.ones(len(labels))
+    if site_balance:
+        mass = np.bincount(sites, weights=weights)
+        weights = weights * mass[sites] ** -site_balance
+    return weights
 
 
 class CachedImageDataset(Dataset):
-    """Rows of a cached uint8 image array with their labels."""
+    """Rows of a cached uint8 image array with their labels (and, with ``with_sites``, site indices)."""
 
-    def __init__(self, pixels: np.ndarray, labels: np.ndarray) -> None:
+    def __init__(
+        self, pixels: np.ndarray, labels: np.ndarray, sites: np.ndarray, with_sites: bool = False
+    ) -> None:
         self.pixels = pixels
         self.labels = labels.astype(np.float32)
+        self.sites = sites.astype(np.int64)
+        self.with_sites = with_sites
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.float32]:
-        return np.asarray(self.pixels[index]), self.labels[index]
+    def __getitem__(self, index: int) -> tuple:
+        item = (np.asarray(self.pixels[index]), self.labels[index])
+        return (*item, self.sites[index]) if self.with_sites else item
 
 
 def make_collate(cfg: PreprocessConfig):
-    """Collate function turning cached rows into model input through the preprocessing contract."""
+    """Collate function turning cached rows into model input through the preprocessing contract.
 
-    def collate(items: list[tuple[np.ndarray, np.float32]]) -> tuple[torch.Tensor, torch.Tensor]:
-        images = np.stack([image for image, _ in items])
-        labels = np.array([label for _, label in items], dtype=np.float32)
-        return torch.from_numpy(to_model_input(images, cfg)), torch.from_numpy(labels)
+    Items are ``(image, label)`` or ``(image, label, site)``; the batch keeps the same form.
+    """
+
+    def collate(items: list[tuple]) -> tuple[torch.Tensor, ...]:
+        images = np.stack([item[0] for item in items])
+        labels = np.array([item[1] for item in items], dtype=np.float32)
+        batch: tuple[torch.Tensor, ...] = (
+            torch.from_numpy(to_model_input(images, cfg)),
+            torch.from_numpy(labels),
+        )
+        if len(items[0]) > 2:
+            batch += (torch.tensor([int(item[2]) for item in items], dtype=torch.int64),)
+        return batch
 
     return collate
 
 
 def cached_split(
     frame: pd.DataFrame, cfg: Config, progress: bool = True, view: PreprocessConfig | None = None
-) -> tuple[CachedImages, np.ndarray]:
-    """Cached images of ``frame``'s readable rows and their labels (unreadable files are skipped).
+) -> tuple[CachedImages, pd.DataFrame]:
+    """Cached images of ``frame``'s readable rows and those rows, in the cache's order.
 
-    ``view``: how to prepare them, by default as the model sees them (``cfg.preprocess``).
+    Unreadable files are skipped. ``view``: how to prepare them, by default as the model sees them
+    (``cfg.preprocess``).
     """
     view = view or cfg.preprocess
     cached = load_cached(frame["path"].tolist(), view, cfg.data.cache_dir, progress)
-    labels = frame.set_index("path").loc[cached.paths, "label"].to_numpy()
-    return cached, labels
+    return cached, frame.set_index("path").loc[cached.paths].reset_index()
 
 
 class XrayDataModule(L.LightningDataModule):
-    """Train/validation data of one data folder under one :class:`Config`."""
+    """Train/validation data of data sources (folders, labels CSVs; a site each) under one :class:`Config`."""
 
-    def __init__(self, data_dir: str | Path, config: Config, progress: bool = True) -> None:
+    def __init__(
+        self, sources: str | Path | Sequence[str | Path], config: Config, progress: bool = True
+    ) -> None:
         super().__init__()
-        self.data_dir = Path(data_dir)
+        self.sources = [sources] if isinstance(sources, str | Path) else list(sources)
         self.config = config
         self.progress = progress
         self.manifest: pd.DataFrame | None = None
+        self.sites: list[str] = []
         self.skipped: dict[str, str] = {}
         self._sets: dict[str, CachedImageDataset] = {}
 
@@ -83,21 +130,57 @@ class XrayDataModule(L.LightningDataModule):
             self._load()
 
     def _load(self) -> None:
-        frame = scan_dataset(self.data_dir)
         data = self.config.data
-        pool = training_pool(frame, data.val_fraction, data.min_val_images, data.split_seed)
+        pool = training_pool(
+            scan_sources(self.sources), data.val_fraction, data.min_val_images, data.split_seed
+        )
+        self.sites = sorted(pool["site"].unique())
         self.skipped = {}
         for split in ("train", "val"):
             part = pool[pool["split"] == split]
-            require_both_classes(part, f"{self.data_dir} ({split} split)")
             view = training_view(self.config.preprocess, self.config.augment) if split == "train" else None
-            cached, labels = cached_split(part, self.config, self.progress, view)
+            cached, rows = cached_split(part, self.config, self.progress, view)
             self.skipped.update(cached.failures)
-            self._sets[split] = CachedImageDataset(cached.pixels, labels)
-            require_both_classes(
-                pd.DataFrame({"label": labels}), f"{self.data_dir} ({split}, readable files)"
+            for site in self.sites:
+                require_both_classes(rows[rows["site"] == site], f"site {site!r} ({split}, readable files)")
+            sites = rows["site"].map(self.sites.index).to_numpy()
+            self._sets[split] = CachedImageDataset(
+                cached.pixels, rows["label"].to_numpy(), sites, split == "val"
             )
         self.manifest = pool.assign(readable=~pool["path"].isin(self.skipped))
+
+    def negative_bank(self) -> np.ndarray:
+        """Non-chest images for training the gate, ``(N, S, S)`` uint8 at the training view's size:
+        ``gate.generated_negatives`` generated ones and the training part of the ``gate.negatives``
+        folders (see :meth:`validation_negatives`)."""
+        view = training_view(self.config.preprocess, self.config.augment)
+        generated = generate_negatives(
+            self.config.gate.generated_negatives, view.image_size, self.config.train.seed
+        )
+        return np.concatenate([generated, self._real_negatives("train", view)])
+
+    def validation_negatives(self) -> dict[str, np.ndarray]:
+        """Held-out non-chest images by kind (a fifth as many as the bank, at least 10 per kind,
+        generated with another seed, and every fifth file of the ``gate.negatives`` folders), as the
+        model sees them, for measuring the gate."""
+        side = self.config.preprocess.image_size
+        count = max(10 * len(GENERATOR_NAMES), self.config.gate.generated_negatives // 5)
+        generated = generate_negatives(count, side, self.config.train.seed + 10_000)
+        kinds = {name: generated[i :: len(GENERATOR_NAMES)] for i, name in enumerate(GENERATOR_NAMES)}
+        real = self._real_negatives("val", self.config.preprocess)
+        return {**kinds, "real (gate.negatives folders)": real} if len(real) else kinds
+
+    def _real_negatives(self, split: str, view: PreprocessConfig) -> np.ndarray:
+        paths: list[str] = []
+        for folder in self.config.gate.negatives:
+            if not Path(folder).is_dir():
+                raise DataError(f"{folder}: negatives folder not found (gate.negatives); fix the path")
+            files = sorted(str(p) for p in find_image_files(folder))
+            paths += [p for i, p in enumerate(files) if (i % 5 == 4) == (split == "val")]
+        if not paths:
+            return np.zeros((0, view.image_size, view.image_size), np.uint8)
+        cached = load_cached(paths, view, self.config.data.cache_dir, self.progress)
+        return np.asarray(cached.pixels)
 
     def class_counts(self) -> tuple[int, int]:
         """Number of NORMAL and PNEUMONIA images in the training split."""
@@ -111,10 +194,10 @@ class XrayDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset("train")
+        data = self.config.data
+        weights = sampling_weights(dataset.labels, dataset.sites, data.balanced_sampling, data.site_balance)
         sampler = None
-        if self.config.data.balanced_sampling:
-            counts = np.bincount(dataset.labels.astype(int), minlength=2)
-            weights = 1.0 / counts[dataset.labels.astype(int)]
+        if weights is not None:
             sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(dataset), replacement=True)
         return DataLoader(
             dataset,

@@ -47,7 +47,13 @@ from pydicom.encaps import generate_frames
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from pneumoscan.errors import ImageReadError, ImageTooLargeError, UnsupportedImageError
+from pneumoscan.errors import (
+    ImageReadError,
+    ImageTooLargeError,
+    InputRefusedError,
+    UnsupportedImageError,
+    warn,
+)
 from pneumoscan.files import FileTooLargeError, NotRegularFileError, read_regular_file
 
 FORMATS: dict[str, tuple[str, ...]] = {
@@ -88,6 +94,7 @@ class DecodedImage:
     colourfulness: float
     source_format: str
     bit_depth: int
+    refusals: tuple[str, ...] = ()
 
 
 def is_image_file(path: str | os.PathLike[str]) -> bool:
@@ -100,36 +107,73 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
 
 
 def find_image_files(folder: str | os.PathLike[str]) -> Iterator[Path]:
-    """The files under ``folder`` (recursively, in no particular order) that :func:`is_image_file` accepts."""
-    return (path for path in Path(folder).rglob("*") if path.is_file() and is_image_file(path))
+    """The files under ``folder`` (recursively, in no particular order) that :func:`is_image_file` accepts.
+
+    The one folder walk of pneumoscan (data folders, ``predict DIR``, int8 calibration). Symbolic links
+    to files and folders are followed, each folder once (so link cycles end); a folder that cannot be
+    listed is skipped with a :class:`~pneumoscan.errors.PneumoscanWarning` naming it.
+    """
+    seen: set[tuple[int, int]] = set()
+    pending = [Path(folder)]
+    while pending:
+        current = pending.pop()
+        try:
+            status = current.stat()
+            if (status.st_dev, status.st_ino) in seen:
+                continue
+            seen.add((status.st_dev, status.st_ino))
+            with os.scandir(current) as listing:
+                entries = list(listing)
+        except OSError as exc:
+            warn(f"{current}: folder cannot be read ({exc.strerror or exc}); its images are skipped")
+            continue
+        for entry in entries:
+            if entry.is_dir():
+                pending.append(Path(entry.path))
+            elif entry.is_file() and is_image_file(entry.name):
+                yield Path(entry.path)
 
 
 def read_image(
-    path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS, min_side: int | None = None
+    path: str | os.PathLike[str],
+    *,
+    max_pixels: int = MAX_PIXELS,
+    min_side: int | None = None,
+    accept_refused: bool = False,
 ) -> DecodedImage:
     """Decode the image file at ``path``; raise ImageReadError (naming the file) if it cannot be used.
 
     ``min_side``: the shortest side the caller needs; larger JPEGs may then be decoded at a reduced
     scale that keeps both sides at least that long (``None``: always full resolution).
+    A DICOM file whose header says it is no frontal chest radiograph (:func:`dicom_refusals`) raises
+    :class:`~pneumoscan.errors.InputRefusedError` before any pixel is decoded; with
+    ``accept_refused`` it is decoded and the reasons are kept in ``DecodedImage.refusals``.
     """
     name = os.fspath(path)
-    return read_image_bytes(_read_file(name), name, max_pixels=max_pixels, min_side=min_side)
+    return read_image_bytes(
+        _read_file(name), name, max_pixels=max_pixels, min_side=min_side, accept_refused=accept_refused
+    )
 
 
 def read_image_bytes(
-    data: bytes, name: str, *, max_pixels: int = MAX_PIXELS, min_side: int | None = None
+    data: bytes,
+    name: str,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    min_side: int | None = None,
+    accept_refused: bool = False,
 ) -> DecodedImage:
     """Decode an image held in memory (e.g. a web upload); ``name`` is only used in error messages."""
     if not data:
         raise _error(name, f"file is empty; {_HINT}")
     if data[128:132] == b"DICM":
-        return _decode_dicom(_read_dicom(data, name), name, max_pixels)
+        return _decode_dicom(_read_dicom(data, name), name, max_pixels, accept_refused)
     image = _open_with_pillow(data, name)
     if image is not None:
         return _decode_pillow(image, data, name, max_pixels, min_side)
     dataset = _read_headerless_dicom(data)
     if dataset is not None:
-        return _decode_dicom(dataset, name, max_pixels)
+        return _decode_dicom(dataset, name, max_pixels, accept_refused)
     raise _error(name, f"not a readable image (cannot identify image file); {_HINT}", UnsupportedImageError)
 
 
@@ -337,7 +381,35 @@ def _read_headerless_dicom(data: bytes) -> Dataset | None:
     return dataset
 
 
-def _decode_dicom(dataset: Dataset, name: str, max_pixels: int) -> DecodedImage:
+CHEST_MODALITIES = ("CR", "DX", "DR")
+LATERAL_VIEWS = ("LL", "RL", "LATERAL", "LAT")
+
+
+def dicom_refusals(dataset: Dataset) -> tuple[str, ...]:
+    """Why a DICOM header says the image is no frontal chest radiograph (empty: nothing against it).
+
+    Refused: a Modality other than CR/DX/DR (CT, MR, US, ...), a BodyPartExamined that is present and
+    not chest, a lateral ViewPosition (LL/RL). Missing attributes are not held against a file.
+    """
+    reasons = []
+    modality = str(dataset.get("Modality") or "").strip().upper()
+    if modality and modality not in CHEST_MODALITIES:
+        reasons.append(f"DICOM Modality is {modality}, not a radiograph (CR/DX/DR)")
+    body_part = str(dataset.get("BodyPartExamined") or "").strip().upper()
+    if body_part and "CHEST" not in body_part and "THORAX" not in body_part and "LUNG" not in body_part:
+        reasons.append(f"DICOM BodyPartExamined is {body_part}, not CHEST")
+    view = str(dataset.get("ViewPosition") or "").strip().upper()
+    if view in LATERAL_VIEWS:
+        reasons.append(
+            f"DICOM ViewPosition is {view}, a lateral view; the model judges frontal (PA/AP) films"
+        )
+    return tuple(reasons)
+
+
+def _decode_dicom(dataset: Dataset, name: str, max_pixels: int, accept_refused: bool) -> DecodedImage:
+    refusals = dicom_refusals(dataset)
+    if refusals and not accept_refused:
+        raise InputRefusedError(name, "; ".join(refusals))
     photometric, bits_stored = _check_dicom_header(dataset, name, max_pixels)
     _check_decoder(dataset, name)
     _check_frame_size(dataset, name, max_pixels)
@@ -352,7 +424,7 @@ def _decode_dicom(dataset: Dataset, name: str, max_pixels: int) -> DecodedImage:
             gray, colourfulness = rgb @ _LUMA, _chroma(rgb)
     except Exception as exc:  # decoders and LUT code raise ValueError, RuntimeError, KeyError, ...
         raise _error(name, f"DICOM pixel data cannot be decoded ({_detail(exc)}); re-export it") from exc
-    return DecodedImage(_finish(gray), colourfulness, "DICOM", bits_stored)
+    return DecodedImage(_finish(gray), colourfulness, "DICOM", bits_stored, refusals)
 
 
 def _check_dicom_header(dataset: Dataset, name: str, max_pixels: int) -> tuple[str, int]:

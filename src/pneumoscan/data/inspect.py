@@ -1,7 +1,8 @@
-"""``pneumoscan inspect``: what a data folder holds, and what is wrong with it."""
+"""``pneumoscan inspect``: what data sources hold, and what is wrong with them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,21 +10,29 @@ import pandas as pd
 
 from pneumoscan.config import Config
 from pneumoscan.data.cache import load_cached
-from pneumoscan.data.manifest import cross_split_duplicates, scan_dataset, training_pool
+from pneumoscan.data.manifest import cross_split_duplicates, scan_sources, training_pool
+from pneumoscan.errors import DataError
+
+SHOWN_PATIENTS = 5  # patient ids in more than one split named in the report
 
 
 @dataclass
 class InspectReport:
-    """The manifest with the training split applied, unreadable files and cross-split duplicates."""
+    """The manifest with the training split applied, unreadable files and cross-split duplicates.
+
+    ``unusable``: why training would refuse the data (e.g. only test splits, one class), else "";
+    the manifest then shows the splits as they are on disk.
+    """
 
     manifest: pd.DataFrame
     unreadable: dict[str, str]
     duplicates: pd.DataFrame
     resplit: bool
+    unusable: str = ""
 
     def counts(self) -> pd.DataFrame:
-        """Images per split and class, with totals and the pneumonia share."""
-        table = self.manifest.groupby(["split", "class_name"]).size().unstack(fill_value=0)
+        """Images per site, split and class, with totals and the pneumonia share."""
+        table = self.manifest.groupby(["site", "split", "class_name"]).size().unstack(fill_value=0)
         for name in ("NORMAL", "PNEUMONIA"):
             if name not in table:
                 table[name] = 0
@@ -39,11 +48,11 @@ class InspectReport:
         patients = self.manifest.groupby("patient_id")["split"].nunique()
         pool = self.manifest[self.manifest["split"].isin(["train", "val"])]
         in_both = int((pool.groupby("patient_id")["split"].nunique() > 1).sum())
-        lines.append(
-            f"patients: {len(patients)}; in both train and val: {in_both}; "
-            f"patient ids in more than one split (incl. test; check for leakage): {int((patients > 1).sum())}"
-        )
-        if self.resplit:
+        lines.append(f"patients: {len(patients)}; in both train and val: {in_both}")
+        lines += self._shared_patient_lines()
+        if self.unusable:
+            lines.append(f"training: refused: {self.unusable}")
+        elif self.resplit:
             lines.append("validation: cut from train by patient and class (val/ missing or too small)")
         lines.append(f"unreadable files: {len(self.unreadable)}")
         lines += [f"  {message}" for message in self.unreadable.values()]
@@ -52,6 +61,23 @@ class InspectReport:
         for _, group in groups:
             lines.append("  " + "  ==  ".join(f"{r.split}:{r.path}" for r in group.itertuples()))
         return "\n".join(lines)
+
+    def _shared_patient_lines(self, shown: int = SHOWN_PATIENTS) -> list[str]:
+        """Patient ids found in more than one split: how many, the first few, and what to do."""
+        splits = self.manifest.groupby("patient_id")["split"].unique()
+        shared = splits[splits.map(len) > 1]
+        if shared.empty:
+            return ["patient ids in more than one split: 0"]
+        examples = ", ".join(
+            f"{pid} ({'+'.join(sorted(where))})" for pid, where in shared.head(shown).items()
+        )
+        more = f", and {len(shared) - shown} more" if len(shared) > shown else ""
+        return [
+            f"patient ids in more than one split: {len(shared)}: {examples}{more}",
+            "  the same id in two splits may be one patient in both, which makes test figures optimistic: "
+            "check those films (--manifest FILE lists every film with its patient id) and move each "
+            "patient's films into one split. Validation cut from train is always split by patient.",
+        ]
 
     def write_plots(self, out_dir: str | Path) -> None:
         """Class distribution and sample images as PNG."""
@@ -67,14 +93,20 @@ def _val_paths(frame: pd.DataFrame) -> set[str]:
     return set(frame.loc[frame["split"] == "val", "path"])
 
 
-def inspect_dataset(data_dir: str | Path, config: Config, progress: bool = True) -> InspectReport:
-    """Scan, split and decode (into the cache) every image of ``data_dir``."""
-    frame = scan_dataset(data_dir)
+def inspect_dataset(
+    sources: str | Path | Sequence[str | Path], config: Config, progress: bool = True
+) -> InspectReport:
+    """Scan, split and decode (into the cache) every image of ``sources`` (data folders, labels CSVs)."""
+    frame = scan_sources(sources)
     data = config.data
-    pool = training_pool(frame, data.val_fraction, data.min_val_images, data.split_seed)
+    try:
+        pool = training_pool(frame, data.val_fraction, data.min_val_images, data.split_seed)
+        unusable = ""
+    except DataError as exc:  # still show what is there, as it is on disk
+        pool, unusable = frame.iloc[:0], str(exc)
     # derived from training_pool's own choice, so the report never disagrees with training
     resplit = _val_paths(pool) != _val_paths(frame)
     tests = frame[frame["split"].str.startswith("test") & ~frame["path"].isin(pool["path"])]
-    manifest = pd.concat([pool, tests], ignore_index=True)
+    manifest = frame if unusable else pd.concat([pool, tests], ignore_index=True)
     cached = load_cached(manifest["path"].tolist(), config.preprocess, data.cache_dir, progress)
-    return InspectReport(manifest, cached.failures, cross_split_duplicates(frame), resplit)
+    return InspectReport(manifest, cached.failures, cross_split_duplicates(frame), resplit, unusable)

@@ -1,33 +1,51 @@
-"""List a data folder in the Kaggle layout into a pandas DataFrame manifest.
+"""List data sources (Kaggle-layout folders and labels CSVs) into one pandas DataFrame manifest.
 
-Accepted layouts (folder names in any case)::
+Accepted folder layouts (folder names in any case; ``NORMAL/`` and ``normal/`` side by side are
+listed together, as are ``Train/`` and ``train/``)::
 
     ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/*   # the Kaggle layout; other split names are kept as-is
     ROOT/{NORMAL,PNEUMONIA}/*                    # one split, named after ROOT
 
-Columns: ``path`` (str), ``split``, ``label`` (0 = NORMAL, 1 = PNEUMONIA), ``class_name``,
-``patient_id`` (from ``personN_...`` / ``IM-NNNN-...`` file names, else the file stem).
+A labels CSV (:mod:`pneumoscan.data.labels_csv`) lists films anywhere, with optional patient, site,
+split, view, age and sex columns; its split defaults to the CSV's file name (``test.csv`` is a test
+split).
+
+:func:`scan_dataset` lists one folder (columns :data:`COLUMNS`); :func:`scan_sources` lists several
+sources with the columns of :data:`SOURCE_COLUMNS`: every film carries its ``site`` (default: the
+folder's name, or its parent's when the folder is a split such as ``train/``; for a CSV its folder's
+name unless it has a site column) and its ``patient_id`` is prefixed with the site, so two sites never
+share a patient. Unknown ``view``/``sex`` are empty strings, unknown ``age`` NaN.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pneumoscan.data.imageio import find_image_files
-from pneumoscan.errors import DataError
+from pneumoscan.data.labels_csv import read_labels_csv
+from pneumoscan.errors import DataError, warn
 
 CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
 COLUMNS = ["path", "split", "label", "class_name", "patient_id"]
-_PATIENT_PATTERNS = (re.compile(r"^(person\d+)_", re.IGNORECASE), re.compile(r"^(.*?IM-\d+)-", re.IGNORECASE))
+SOURCE_COLUMNS = [*COLUMNS, "site", "view", "sex", "age", "source"]
+SPLIT_NAMES = ("train", "val", "test")
+_PATIENT_PATTERNS = (
+    re.compile(r"^(person\d+)_", re.IGNORECASE),
+    re.compile(r"^(.*?IM-\d+)-", re.IGNORECASE),
+    re.compile(r"^(\d{8})_\d{3}\."),  # NIH ChestX-ray14: 00000013_005.png
+)
 
 
 def patient_id(file_name: str) -> str:
-    """Patient key of a Kaggle file name (``person12_virus_3.jpeg`` -> ``person12``)."""
+    """Patient key of a file name: ``person12_virus_3.jpeg`` -> ``person12``, ``00000013_005.png`` (NIH) ->
+    ``00000013``."""
     for pattern in _PATIENT_PATTERNS:
         match = pattern.match(file_name)
         if match:
@@ -35,16 +53,26 @@ def patient_id(file_name: str) -> str:
     return Path(file_name).stem
 
 
-def _class_dirs(folder: Path) -> dict[int, Path]:
-    found: dict[int, Path] = {}
-    for child in sorted(folder.iterdir()):
-        if child.is_dir() and child.name.upper() in CLASS_NAMES:
-            found[CLASS_NAMES.index(child.name.upper())] = child
+def _subfolders(folder: Path) -> list[Path]:
+    """The sub-folders of ``folder`` (links followed), sorted; an unreadable folder gives a warning."""
+    try:
+        return sorted(child for child in folder.iterdir() if child.is_dir())
+    except OSError as exc:
+        warn(f"{folder}: folder cannot be read ({exc.strerror or exc}); its images are skipped")
+        return []
+
+
+def _class_dirs(folder: Path) -> dict[int, list[Path]]:
+    """Class folders of ``folder`` by label; ``NORMAL/`` and ``normal/`` are both kept."""
+    found: dict[int, list[Path]] = {}
+    for child in _subfolders(folder):
+        if child.name.upper() in CLASS_NAMES:
+            found.setdefault(CLASS_NAMES.index(child.name.upper()), []).append(child)
     return found
 
 
 def scan_dataset(root: str | Path) -> pd.DataFrame:
-    """List every image under ``root``; raises :class:`DataError` if the layout is not recognised."""
+    """List every image under the folder ``root``; raises :class:`DataError` if its layout is unknown."""
     root = Path(root)
     if not root.exists():
         raise DataError(f"{root}: data folder not found")
@@ -52,11 +80,15 @@ def scan_dataset(root: str | Path) -> pd.DataFrame:
         raise DataError(
             f"{root}: not a folder; pass a folder with NORMAL/ and PNEUMONIA/ (or train/ val/ test/)"
         )
-    splits = {root.name.lower(): _class_dirs(root)} if _class_dirs(root) else {}
-    if not splits:
-        for child in sorted(root.iterdir()):
-            if child.is_dir() and _class_dirs(child):
-                splits[child.name.lower()] = _class_dirs(child)
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise DataError(f"{root}: data folder cannot be read; check its permissions")
+    splits: dict[str, dict[int, list[Path]]] = {}
+    if _class_dirs(root):
+        splits[root.name.lower()] = _class_dirs(root)
+    else:
+        for child in _subfolders(root):
+            for label, folders in _class_dirs(child).items():
+                splits.setdefault(child.name.lower(), {}).setdefault(label, []).extend(folders)
     if not splits:
         raise DataError(
             f"{root}: no NORMAL/ or PNEUMONIA/ folders found; expected ROOT/train/NORMAL/*.jpeg "
@@ -65,13 +97,82 @@ def scan_dataset(root: str | Path) -> pd.DataFrame:
     rows = [
         (str(path), split, label, CLASS_NAMES[label], patient_id(path.name))
         for split, classes in splits.items()
-        for label, folder in classes.items()
+        for label, folders in sorted(classes.items())
+        for folder in folders
         for path in sorted(find_image_files(folder))
     ]
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:
         raise DataError(f"{root}: no image files (.jpeg/.jpg/.png/.dcm) in its class folders")
     return frame
+
+
+def default_site(source: str | Path) -> str:
+    """The site name of a source: a folder's name (its parent's for a split folder), a CSV's folder's name."""
+    path = Path(os.path.abspath(source))
+    folder = path.parent if path.suffix.lower() == ".csv" or path.name.lower() in SPLIT_NAMES else path
+    return folder.name or "data"
+
+
+def _scan_csv(source: Path, site: str) -> pd.DataFrame:
+    rows = read_labels_csv(source)
+    names = rows["path"].map(lambda p: Path(p).name)
+    patients = rows["patient"].where(rows["patient"] != "", names.map(patient_id))
+    return pd.DataFrame(
+        {
+            "path": rows["path"],
+            "split": rows["split"].str.lower().where(rows["split"] != "", source.stem.lower()),
+            "label": rows["label"],
+            "class_name": rows["label"].map(lambda label: CLASS_NAMES[label]),
+            "patient_id": patients,
+            "site": rows["site"].where(rows["site"] != "", site),
+            "view": rows["view"].str.upper(),
+            "sex": rows["sex"].str.upper(),
+            "age": rows["age"],
+        }
+    )
+
+
+def _scan_source(source: str | Path) -> pd.DataFrame:
+    path = Path(source)
+    site = default_site(path)
+    if path.suffix.lower() == ".csv":
+        frame = _scan_csv(path, site)
+    else:
+        frame = scan_dataset(path).assign(site=site, view="", sex="", age=np.nan)
+    return frame.assign(source=str(source))
+
+
+def scan_sources(sources: str | Path | Sequence[str | Path]) -> pd.DataFrame:
+    """List every film of every source (a data folder or a labels CSV) with its site.
+
+    Two sources whose default site names are the same (two folders both called ``data``) and a film
+    listed by two sources are refused; give a CSV a ``site`` column to choose site names.
+    """
+    sources = [sources] if isinstance(sources, str | Path) else list(sources)
+    if not sources:
+        raise DataError("no data: pass a data folder or labels CSV (--data), or set data.sources")
+    frames = [_scan_source(source) for source in sources]
+    named: dict[str, str] = {}
+    for source in sources:
+        site = default_site(source)
+        if named.setdefault(site, str(source)) != str(source) and Path(source).suffix.lower() != ".csv":
+            raise DataError(
+                f"{source}: its site name {site!r} is taken by {named[site]}; rename one folder "
+                "(the site is the folder's name) or list its films in a labels CSV with a site column"
+            )
+    frame = pd.concat(frames, ignore_index=True)
+    where = frame["path"].map(os.path.abspath)
+    repeated = frame[where.duplicated(keep=False)]
+    if not repeated.empty:
+        first = repeated.iloc[0]
+        others = repeated[where[repeated.index] == where[first.name]]["source"].tolist()
+        raise DataError(
+            f"{first['path']}: listed by two sources ({' and '.join(others)}); list each film once"
+        )
+    frame["site"] = frame["site"].astype(str)
+    frame["patient_id"] = frame["site"] + "/" + frame["patient_id"].astype(str)
+    return frame[SOURCE_COLUMNS]
 
 
 def require_both_classes(frame: pd.DataFrame, what: str) -> None:
@@ -128,31 +229,67 @@ def patient_split(frame: pd.DataFrame, val_fraction: float, seed: int) -> pd.Dat
     return out
 
 
-def training_pool(frame: pd.DataFrame, val_fraction: float, min_val_images: int, seed: int) -> pd.DataFrame:
-    """Choose the train/val images of a scanned data set.
+def _where(frame: pd.DataFrame) -> str:
+    """How errors name a site: its name and where it came from."""
+    if "site" not in frame:
+        return "data"
+    sources = f" ({', '.join(sorted(frame['source'].unique()))})" if "source" in frame else ""
+    return f"site {frame['site'].iloc[0]!r}{sources}"
 
-    Uses ``train``/``val`` folders when ``val`` has at least ``min_val_images`` images of both classes;
-    otherwise merges every non-test split (or the only split) and re-splits by patient
-    (:func:`patient_split`).
-    """
-    single = frame["split"].nunique() == 1
-    pool = frame if single else frame[~frame["split"].str.startswith("test")]
+
+def _site_pool(frame: pd.DataFrame, val_fraction: float, min_val_images: int, seed: int) -> pd.DataFrame:
+    where = _where(frame)
+    pool = frame[~frame["split"].str.startswith("test")]
     if pool.empty:
-        raise DataError("no training images: the data folder has only test splits")
+        names = ", ".join(sorted(frame["split"].unique()))
+        raise DataError(
+            f"{where}: no training images: only test splits ({names}); pneumoscan never trains on "
+            "test films, pass a folder with train/ (or NORMAL/ and PNEUMONIA/) instead"
+        )
+    require_both_classes(pool, where)
     val = pool[pool["split"] == "val"]
     if len(val) >= min_val_images and val["label"].nunique() == 2 and (pool["split"] == "train").any():
-        return pool[pool["split"].isin(["train", "val"])].reset_index(drop=True)
-    return patient_split(pool, val_fraction, seed).reset_index(drop=True)
+        chosen = pool[pool["split"].isin(["train", "val"])]
+    else:
+        chosen = patient_split(pool, val_fraction, seed)
+    for split in ("train", "val"):
+        require_both_classes(chosen[chosen["split"] == split], f"{where} ({split} split)")
+    return chosen
 
 
-def evaluation_split(frame: pd.DataFrame, split: str | None) -> pd.DataFrame:
-    """Images to evaluate: the named split, else ``test`` if present, else the only split."""
+def training_pool(frame: pd.DataFrame, val_fraction: float, min_val_images: int, seed: int) -> pd.DataFrame:
+    """Choose the train/val images of a scanned data set, site by site.
+
+    For each site (the whole frame when it has no ``site`` column), test splits (``test*``) are left
+    out; its ``val`` split is used as-is when it has at least ``min_val_images`` images of both
+    classes, otherwise every non-test split is merged and re-split by patient (:func:`patient_split`,
+    each site with the same ``seed``). A site with one class, only test splits, or a split left
+    without one class is refused, naming the site.
+    """
+    if "site" not in frame:
+        return _site_pool(frame, val_fraction, min_val_images, seed).reset_index(drop=True)
+    parts = [_site_pool(part, val_fraction, min_val_images, seed) for _, part in frame.groupby("site")]
+    return pd.concat(parts).reset_index(drop=True)
+
+
+def _site_evaluation(frame: pd.DataFrame, split: str | None) -> pd.DataFrame:
     names = sorted(frame["split"].unique())
+    where = _where(frame) if "site" in frame else "the data folder"
     if split is None:
         split = "test" if "test" in names else names[0] if len(names) == 1 else None
         if split is None:
-            raise DataError(f"several splits ({', '.join(names)}) and no test/; choose one with --split")
+            raise DataError(
+                f"{where}: several splits ({', '.join(names)}) and no test/; choose one with --split"
+            )
     chosen = frame[frame["split"] == split.lower()]
     if chosen.empty:
-        raise DataError(f"no split {split!r}; the data folder has {', '.join(names)}")
-    return chosen.reset_index(drop=True)
+        raise DataError(f"{where}: no split {split!r}; it has {', '.join(names)}")
+    return chosen
+
+
+def evaluation_split(frame: pd.DataFrame, split: str | None) -> pd.DataFrame:
+    """Images to evaluate, site by site: the named split, else ``test`` if present, else the only split."""
+    if "site" not in frame:
+        return _site_evaluation(frame, split).reset_index(drop=True)
+    parts = [_site_evaluation(part, split) for _, part in frame.groupby("site", sort=False)]
+    return pd.concat(parts).reset_index(drop=True)

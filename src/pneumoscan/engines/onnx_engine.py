@@ -3,7 +3,8 @@
 Torch-free: only numpy, onnxruntime and pneumoscan's torch-free modules are imported, so a serving
 install without PyTorch can run :class:`~pneumoscan.predict.Predictor` with ``engine="onnx"``.
 The graph takes ``image`` (float32 ``(N, C, S, S)`` in [0, 1], as made by
-:func:`pneumoscan.preprocess.to_model_input`) and returns ``logit`` ``(N,)``; the model file's
+:func:`pneumoscan.preprocess.to_model_input`) and returns ``logit`` ``(N,)`` and, for a model with an
+out-of-distribution gate, ``chest_logit`` ``(N,)``; the model file's
 :class:`~pneumoscan.model_file.ModelMeta` travels in the ONNX ``metadata_props`` under
 :data:`META_KEY`.
 """
@@ -23,6 +24,7 @@ from pneumoscan.model_source import EXPORT_HINT
 
 INPUT = "image"
 OUTPUT = "logit"
+GATE_OUTPUT = "chest_logit"
 META_KEY = "pneumoscan"
 
 
@@ -69,9 +71,11 @@ def _check_graph(session: Any, meta: ModelMeta, path: Path) -> None:
     inputs, outputs = session.get_inputs(), session.get_outputs()
     side = meta.preprocess.image_size
     expected = [meta.preprocess.channels, side, side]
-    if [i.name for i in inputs] != [INPUT] or [o.name for o in outputs] != [OUTPUT]:
+    names = [o.name for o in outputs]
+    if [i.name for i in inputs] != [INPUT] or names not in ([OUTPUT], [OUTPUT, GATE_OUTPUT]):
         raise ModelFileError(
-            f"{path}: the graph is not a pneumoscan export (needs input 'image', output 'logit')"
+            f"{path}: the graph is not a pneumoscan export (needs input 'image', output 'logit' "
+            "and optionally 'chest_logit')"
         )
     if list(inputs[0].shape[1:]) != expected:
         raise ModelFileError(
@@ -88,6 +92,7 @@ class OnnxEngine:
     def __init__(self, meta: ModelMeta, session: Any) -> None:
         self.meta = meta
         self.session = session
+        self.outputs = [o.name for o in session.get_outputs()]
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> OnnxEngine:
@@ -99,7 +104,9 @@ class OnnxEngine:
         _check_graph(session, meta, path)
         return cls(meta, session)
 
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        """Logits for a float32 ``(N, C, S, S)`` batch from :func:`pneumoscan.preprocess.to_model_input`."""
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Pneumonia logits and gate logits (None without a gate) for a float32 ``(N, C, S, S)`` batch
+        from :func:`pneumoscan.preprocess.to_model_input`."""
         x = np.ascontiguousarray(batch, dtype=np.float32)
-        return np.asarray(self.session.run([OUTPUT], {INPUT: x})[0])
+        results = self.session.run(self.outputs, {INPUT: x})
+        return np.asarray(results[0]), (np.asarray(results[1]) if len(results) > 1 else None)

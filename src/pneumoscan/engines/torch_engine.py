@@ -12,6 +12,7 @@ from pneumoscan.errors import ModelFileError, PneumoscanError
 from pneumoscan.hardware import use_bf16
 from pneumoscan.model_file import ModelMeta, read_model
 from pneumoscan.models import build_model
+from pneumoscan.models.common import XrayNetwork
 
 
 def network_tensors(net: nn.Module) -> dict[str, np.ndarray]:
@@ -23,7 +24,7 @@ def network_tensors(net: nn.Module) -> dict[str, np.ndarray]:
     return out
 
 
-def network_from_meta(meta: ModelMeta, tensors: dict[str, np.ndarray], source: str = "model") -> nn.Module:
+def network_from_meta(meta: ModelMeta, tensors: dict[str, np.ndarray], source: str = "model") -> XrayNetwork:
     """Build the architecture named in ``meta`` and load ``tensors`` into it (eval mode).
 
     The architecture is first built without memory (on the ``meta`` device) and its shapes compared
@@ -61,7 +62,7 @@ def _shape(shape: tuple[int, ...] | torch.Size) -> tuple[int, ...]:
     return tuple(shape) or (1,)
 
 
-def load_network(path: str | os.PathLike[str]) -> tuple[ModelMeta, nn.Module]:
+def load_network(path: str | os.PathLike[str]) -> tuple[ModelMeta, XrayNetwork]:
     """Read a model file and return its metadata and network."""
     meta, tensors = read_model(path)
     return meta, network_from_meta(meta, tensors, str(path))
@@ -72,7 +73,7 @@ class TorchEngine:
 
     name = "torch"
 
-    def __init__(self, meta: ModelMeta, net: nn.Module, precision: str = "auto") -> None:
+    def __init__(self, meta: ModelMeta, net: XrayNetwork, precision: str = "auto") -> None:
         self.meta = meta
         self.net = net.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.bf16 = use_bf16(precision)
@@ -83,8 +84,12 @@ class TorchEngine:
         meta, net = load_network(path)
         return cls(meta, net, precision)
 
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        """Logits for a float32 ``(N, C, S, S)`` batch from :func:`pneumoscan.preprocess.to_model_input`."""
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Pneumonia logits and gate logits (None without a gate) for a float32 ``(N, C, S, S)`` batch
+        from :func:`pneumoscan.preprocess.to_model_input`."""
         x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            return self.net(x).float().numpy()
+            if self.net.gate is None:
+                return self.net(x).float().numpy(), None
+            logits, gate = self.net.forward_with_gate(x)
+            return logits.float().numpy(), gate.float().numpy()

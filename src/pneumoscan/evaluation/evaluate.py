@@ -8,18 +8,23 @@ test generator shuffled).  The per-image table is kept in :attr:`Evaluation.pred
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pneumoscan.atomic import atomic_write_text
-from pneumoscan.data.cache import load_cached
-from pneumoscan.data.manifest import evaluation_split, scan_dataset
+from pneumoscan.calibration import calibrated
+from pneumoscan.data.manifest import evaluation_split, scan_sources
 from pneumoscan.errors import DataError
 from pneumoscan.evaluation import plots
+from pneumoscan.evaluation.bootstrap import bootstrap_metrics, clusters_of
+from pneumoscan.evaluation.groups import bootstrap_description, group_metrics, with_group_columns
 from pneumoscan.evaluation.metrics import binary_metrics
+from pneumoscan.evaluation.scoring import score_manifest
 from pneumoscan.predict import Predictor
 
 
@@ -52,24 +57,68 @@ class Evaluation:
 
 def evaluate(
     predictor: Predictor,
-    data_dir: str | Path,
+    data: str | Path | Sequence[str | Path],
     split: str | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> Evaluation:
-    """Predict every image of ``split`` of ``data_dir`` and compute metrics at the model's threshold."""
-    frame = evaluation_split(scan_dataset(data_dir), split)
-    cached = load_cached(frame["path"].tolist(), predictor.meta.preprocess, cache_dir, progress)
-    if not cached.paths:
-        raise DataError(f"{data_dir}: none of the {len(frame)} images could be read")
-    rows = frame.set_index("path").loc[cached.paths].reset_index()
-    probabilities = predictor.probabilities(cached.pixels)
-    predictions = rows.assign(
+    """Predict every image of ``split`` of ``data`` and compute metrics at the model's threshold.
+
+    ``data``: a data folder or labels CSV, or several (each a site; every site gives its ``split``,
+    by default its test split or its only split).
+    """
+    frame = evaluation_split(scan_sources(data), split)
+    return evaluate_manifest(predictor, frame, _names(data), cache_dir, progress)
+
+
+def _names(data: str | Path | Sequence[str | Path]) -> str:
+    return str(data) if isinstance(data, str | Path) else ", ".join(str(source) for source in data)
+
+
+def evaluate_manifest(
+    predictor: Predictor,
+    frame: pd.DataFrame,
+    data: str | Path,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Evaluation:
+    """Predict the films of a manifest ``frame`` (described as ``data``) and measure them.
+
+    Overall metrics, and per site / view / sex / age band (:mod:`pneumoscan.evaluation.groups`)
+    under ``groups``, with patient-bootstrap intervals; films without a ``site`` column get the
+    name of the ``data`` folder. Films the model's gate refuses (when ``predictor.refuse``) are
+    counted (``refused`` in the metrics and a column of the predictions) and left out of the
+    metrics, which measure the rest.
+    """
+    scored = score_manifest(predictor, frame, data, cache_dir, progress)
+    probabilities = calibrated(scored.logits, predictor.meta.temperature)
+    threshold = predictor.threshold
+    gate = predictor.meta.gate
+    ood = scored.ood if scored.ood is not None else np.full(len(probabilities), np.nan)
+    refused = (ood > gate.threshold) if gate is not None and predictor.refuse else np.zeros(len(ood), bool)
+    predictions = with_group_columns(scored.rows, Path(data).name).assign(
         probability=probabilities,
-        predicted=(probabilities >= predictor.threshold).astype(int),
+        predicted=(probabilities >= threshold).astype(int),
+        ood_score=ood,
+        refused=refused,
     )
-    metrics = binary_metrics(predictions["label"].to_numpy(), probabilities, predictor.threshold)
+    judged = predictions[~refused]
+    if judged.empty:
+        raise DataError(
+            f"{data}: the model refused all {len(predictions)} images as not chest films it can judge"
+        )
+    labels, judged_probs = judged["label"].to_numpy(), judged["probability"].to_numpy()
+    clusters = clusters_of(judged)
+    metrics = binary_metrics(labels, judged_probs, threshold)
+    metrics["refused"] = int(refused.sum())
+    metrics["refused_fraction"] = round(float(refused.mean()), 4)
     metrics["model"] = predictor.meta.model_id()
-    metrics["data"] = str(data_dir)
-    metrics["split"] = str(rows["split"].iloc[0])
-    return Evaluation(predictions, metrics, cached.failures)
+    metrics["data"] = str(data)
+    metrics["split"] = ", ".join(sorted(predictions["split"].astype(str).unique()))
+    metrics["bootstrap"] = bootstrap_description(clusters)
+    metrics["intervals"] = {
+        name: [value.low, value.high]
+        for name, value in bootstrap_metrics(labels, judged_probs, threshold, clusters=clusters).items()
+    }
+    metrics["groups"] = group_metrics(judged, threshold)
+    return Evaluation(predictions, metrics, scored.failures)

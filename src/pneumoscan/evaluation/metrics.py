@@ -10,16 +10,27 @@ from sklearn.metrics import classification_report, confusion_matrix, log_loss, r
 CLASS_NAMES = ["NORMAL", "PNEUMONIA"]
 
 
-def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> float:
-    """Expected calibration error of P(pneumonia) over ``bins`` equal-width probability bins."""
+def calibration_bins(
+    labels: np.ndarray, probabilities: np.ndarray, bins: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per equal-width bin of P(pneumonia): films in it, their mean probability and their observed
+    pneumonia rate (NaN for an empty bin).  The one binning of ECE and the reliability diagram."""
+    labels = np.asarray(labels, dtype=np.float64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(probabilities, edges[1:-1]), 0, bins - 1)
-    error = 0.0
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            error += mask.mean() * abs(labels[mask].mean() - probabilities[mask].mean())
-    return float(error)
+    counts = np.bincount(which, minlength=bins)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        predicted = np.bincount(which, probabilities, bins) / counts
+        observed = np.bincount(which, labels, bins) / counts
+    return counts, predicted, observed
+
+
+def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error of P(pneumonia) over ``bins`` equal-width probability bins."""
+    counts, predicted, observed = calibration_bins(labels, probabilities, bins)
+    filled = counts > 0
+    return float((counts[filled] / counts.sum() * np.abs(observed[filled] - predicted[filled])).sum())
 
 
 def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -54,8 +65,10 @@ def format_report(metrics: dict[str, Any]) -> str:
         value = metrics.get(key)
         return "n/a" if value is None else f"{value:.4f}"
 
+    refused = metrics.get("refused")
     lines = [
-        f"images {metrics['images']}  threshold {metrics['threshold']:.3f}",
+        f"images {metrics['images']}  threshold {metrics['threshold']:.3f}"
+        + (f"  (measured after {refused} images refused as out of distribution)" if refused else ""),
         f"accuracy {num('accuracy')}  ROC-AUC {num('roc_auc')}  loss {num('loss')}  ECE {num('ece')}",
         f"sensitivity {num('sensitivity')}  specificity {num('specificity')}",
         "",

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "inline" not in os.environ.get("MPLBACKEND", ""):  # a Jupyter kernel keeps its inline backend
+    matplotlib.use("Agg")  # figures are only rendered to PNG: no display needed
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
-from sklearn.calibration import calibration_curve
-from sklearn.metrics import precision_recall_curve, roc_curve
+from matplotlib.ticker import MaxNLocator
+from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
 from pneumoscan.atomic import atomic_write_bytes
 from pneumoscan.data.imageio import read_image
 from pneumoscan.errors import ImageReadError
+from pneumoscan.evaluation.metrics import calibration_bins
+
+MIN_BIN_FILMS = 10  # a reliability bin with fewer films is marked as too noisy to read
 
 
 def figure_png_bytes(fig: Figure) -> bytes:
@@ -35,16 +41,32 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def class_distribution(manifest: pd.DataFrame, path: Path) -> Path:
-    """Bar chart of images per class in each split."""
+    """Write :func:`class_distribution_figure` as a PNG to ``path``."""
+    return _save(class_distribution_figure(manifest), path)
+
+
+def class_distribution_figure(manifest: pd.DataFrame) -> Figure:
+    """Bar chart of images per class in each split, counts on the bars, the legend beside the axes."""
     counts = manifest.groupby(["split", "class_name"]).size().unstack(fill_value=0)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    counts.columns.name = None
+    fig, ax = plt.subplots(figsize=(6.5, 4))
     counts.plot.bar(ax=ax, rot=0)
+    for bars in ax.containers:
+        if isinstance(bars, BarContainer):
+            ax.bar_label(bars, fontsize=8)
+    ax.set_ylim(0, max(1, int(counts.to_numpy().max())) * 1.12)
     ax.set_ylabel("images")
     ax.set_title("Class distribution per split")
-    return _save(fig, path)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return fig
 
 
 def sample_grid(manifest: pd.DataFrame, path: Path, per_class: int = 4, seed: int = 0) -> Path:
+    """Write :func:`sample_grid_figure` as a PNG to ``path``."""
+    return _save(sample_grid_figure(manifest, per_class, seed), path)
+
+
+def sample_grid_figure(manifest: pd.DataFrame, per_class: int = 4, seed: int = 0) -> Figure:
     """A few random images of each class."""
     fig, axes = plt.subplots(2, per_class, figsize=(2.2 * per_class, 4.8), squeeze=False)
     for row, (name, group) in enumerate(manifest.groupby("class_name")):
@@ -57,11 +79,16 @@ def sample_grid(manifest: pd.DataFrame, path: Path, per_class: int = 4, seed: in
                 except ImageReadError:
                     continue
                 ax.set_title(str(name), fontsize=9)
-    return _save(fig, path)
+    return fig
 
 
 def learning_curves(history: pd.DataFrame, path: Path) -> Path:
-    """Training and validation loss and accuracy per epoch."""
+    """Write :func:`learning_curves_figure` as a PNG to ``path``."""
+    return _save(learning_curves_figure(history), path)
+
+
+def learning_curves_figure(history: pd.DataFrame) -> Figure:
+    """Training and validation loss and accuracy per epoch (whole-number epoch ticks)."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("loss", "acc"), strict=True):
         for split in ("train", "val"):
@@ -70,9 +97,10 @@ def learning_curves(history: pd.DataFrame, path: Path) -> Path:
                 rows = history.dropna(subset=[column])
                 ax.plot(rows["epoch"] + 1, rows[column], marker="o", label=split)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title("loss" if metric == "loss" else "accuracy")
         ax.legend()
-    return _save(fig, path)
+    return fig
 
 
 def confusion(cm: dict[str, int], path: Path) -> Path:
@@ -90,6 +118,7 @@ def confusion_figure(cm: dict[str, int]) -> Figure:
     ax.set_yticks([0, 1], names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
+    ax.set_title("Confusion matrix")
     for (i, j), value in np.ndenumerate(matrix):
         ax.text(
             j, i, str(value), ha="center", va="center", color="white" if value > matrix.max() / 2 else "black"
@@ -103,15 +132,16 @@ def roc(labels: np.ndarray, probabilities: np.ndarray, threshold: float, path: P
 
 
 def roc_figure(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> Figure:
-    """ROC curve with the operating threshold marked."""
+    """ROC curve, its AUC in the legend, with the operating threshold marked."""
     fpr, tpr, thresholds = roc_curve(labels, probabilities)
     fig, ax = plt.subplots(figsize=(4.5, 4.2))
-    ax.plot(fpr, tpr, label="ROC")
+    ax.plot(fpr, tpr, label=f"ROC, AUC {auc(fpr, tpr):.3f}")
     ax.plot([0, 1], [0, 1], "--", color="grey")
     at = int(np.argmin(np.abs(thresholds - threshold)))
     ax.plot(fpr[at], tpr[at], "o", color="red", label=f"threshold {threshold:.2f}")
     ax.set_xlabel("1 - specificity")
     ax.set_ylabel("sensitivity")
+    ax.set_title("ROC curve")
     ax.legend(loc="lower right")
     return fig
 
@@ -136,13 +166,41 @@ def reliability(labels: np.ndarray, probabilities: np.ndarray, path: Path, bins:
     return _save(reliability_figure(labels, probabilities, bins), path)
 
 
-def reliability_figure(labels: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> Figure:
-    """Reliability diagram: observed pneumonia rate against predicted probability."""
-    observed, predicted = calibration_curve(labels, probabilities, n_bins=bins, strategy="uniform")
-    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+def reliability_figure(
+    labels: np.ndarray, probabilities: np.ndarray, bins: int = 10, min_films: int = MIN_BIN_FILMS
+) -> Figure:
+    """Reliability diagram: observed pneumonia rate against predicted probability, films per bin below.
+
+    Bins with fewer than ``min_films`` films are shown as hollow grey points, not joined to the
+    line: their observed rate is too noisy to read (a bin of 2 films can only say 0, 0.5 or 1).
+    """
+    counts, predicted, observed = calibration_bins(labels, probabilities, bins)
+    fig, (ax, below) = plt.subplots(
+        2, 1, figsize=(4.5, 5.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect")
-    ax.plot(predicted, observed, marker="o", label="model")
-    ax.set_xlabel("predicted probability")
+    solid = counts >= min_films
+    ax.plot(predicted[solid], observed[solid], marker="o", label=f"model (bins of {min_films}+ films)")
+    sparse = (counts > 0) & ~solid
+    if sparse.any():
+        ax.plot(
+            predicted[sparse],
+            observed[sparse],
+            linestyle="none",
+            marker="o",
+            markerfacecolor="none",
+            color="grey",
+            label=f"bins of under {min_films} films",
+        )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.03, 1.03)
     ax.set_ylabel("observed pneumonia rate")
-    ax.legend(loc="upper left")
+    ax.set_title("Reliability diagram")
+    ax.legend(loc="upper left", fontsize=8)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    bars = below.bar(edges[:-1], counts, width=1.0 / bins, align="edge", color="#9db8d9", edgecolor="white")
+    below.bar_label(bars, fontsize=7)
+    below.set_ylim(0, max(1, int(counts.max())) * 1.35)
+    below.set_ylabel("films")
+    below.set_xlabel("predicted probability")
     return fig

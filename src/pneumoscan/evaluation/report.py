@@ -2,15 +2,16 @@
 
 Everything is inline -- CSS, and every image as a ``data:image/png;base64`` URI -- and there is no
 JavaScript, so the page opens offline and travels as one file.  Metrics carry 95 % bootstrap
-confidence intervals (percentile method over resamples of the images, seeded, so a report is
-reproducible).  The worst errors come with their Grad-CAM heat maps when the engine is torch.
+confidence intervals (percentile method over resamples of the patients, seeded, so a report is
+reproducible; :mod:`pneumoscan.evaluation.bootstrap`), overall and per site and subgroup
+(:mod:`pneumoscan.evaluation.groups`).  The worst errors come with their Grad-CAM heat maps when
+the engine is torch.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,87 +22,21 @@ from pneumoscan import __version__
 from pneumoscan.atomic import atomic_write_text
 from pneumoscan.errors import ImageReadError, PneumoscanError
 from pneumoscan.evaluation import plots
+from pneumoscan.evaluation.bootstrap import (
+    METRICS,
+    RESAMPLES,
+    bootstrap_metrics,
+    clusters_of,
+    metric_values,
+    sort_by_probability,
+)
 from pneumoscan.evaluation.evaluate import Evaluation
+from pneumoscan.evaluation.groups import AGE_BANDS, HEADLINE, MIN_FILMS, with_interval
 from pneumoscan.predict import Predictor
 
-METRICS: dict[str, str] = {
-    "accuracy": "Accuracy",
-    "roc_auc": "ROC-AUC",
-    "sensitivity": "Sensitivity (recall)",
-    "specificity": "Specificity",
-    "precision": "Precision (PPV)",
-    "f1": "F1",
-}
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-RESAMPLES = 1000
 GALLERY_SIZE = 6
 THUMBNAIL_SIDE = 320
-_CHUNK_CELLS = 4_000_000  # bootstrap weights held in memory at once
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A point estimate and its confidence interval (``None`` where undefined, e.g. no positives)."""
-
-    estimate: float | None
-    low: float | None
-    high: float | None
-
-
-def bootstrap_metrics(
-    labels: np.ndarray,
-    probabilities: np.ndarray,
-    threshold: float,
-    resamples: int = RESAMPLES,
-    seed: int = 0,
-    level: float = 0.95,
-) -> dict[str, Interval]:
-    """Each metric of :data:`METRICS` at ``threshold`` with a percentile bootstrap interval.
-
-    Resamples are drawn as multinomial image counts, and all of them are evaluated at once with
-    array arithmetic (ROC-AUC as the Mann-Whitney statistic, ties counting one half).
-    """
-    labels, probabilities = sort_by_probability(labels, probabilities)
-    n = len(labels)
-    point = metric_values(labels, probabilities, threshold, np.ones((1, n)))[0]
-    rng = np.random.default_rng(seed)
-    rows = max(1, _CHUNK_CELLS // max(n, 1))
-    draws = np.concatenate(
-        [
-            metric_values(labels, probabilities, threshold, rng.multinomial(n, np.full(n, 1 / n), size=k))
-            for k in [min(rows, resamples - start) for start in range(0, resamples, rows)]
-        ]
-    )
-    return {name: _interval(point[i], draws[:, i], level) for i, name in enumerate(METRICS)}
-
-
-def sort_by_probability(labels: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean labels and float64 probabilities, in ascending order of probability."""
-    order = np.argsort(probabilities, kind="stable")
-    return np.asarray(labels)[order].astype(bool), np.asarray(probabilities, dtype=np.float64)[order]
-
-
-def metric_values(
-    labels: np.ndarray, probabilities: np.ndarray, threshold: float, weights: np.ndarray
-) -> np.ndarray:
-    """:data:`METRICS` (columns, NaN where undefined) for each row of image ``weights`` ``(B, N)``.
-
-    ``probabilities`` must be sorted ascending and ``labels`` boolean in the same order.
-    """
-    weights = np.asarray(weights, dtype=np.float64)
-    predicted = probabilities >= threshold
-    tp, fp = weights @ (labels & predicted), weights @ (~labels & predicted)
-    fn, tn = weights @ (labels & ~predicted), weights @ (~labels & ~predicted)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        columns = {
-            "accuracy": (tp + tn) / (tp + tn + fp + fn),
-            "roc_auc": _weighted_auc(labels, probabilities, weights),
-            "sensitivity": tp / (tp + fn),
-            "specificity": tn / (tn + fp),
-            "precision": tp / (tp + fp),
-            "f1": 2 * tp / (2 * tp + fp + fn),
-        }
-    return np.stack([columns[name] for name in METRICS], axis=1)
 
 
 def write_report(evaluation: Evaluation, predictor: Predictor, path: str | Path) -> Path:
@@ -119,29 +54,6 @@ def write_report(evaluation: Evaluation, predictor: Predictor, path: str | Path)
     return target
 
 
-def _weighted_auc(labels: np.ndarray, probabilities: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Mann-Whitney ROC-AUC for each row of ``weights``; ``probabilities`` sorted ascending."""
-    starts = np.flatnonzero(np.r_[True, np.diff(probabilities) > 0])  # first image of each distinct score
-    positives = np.add.reduceat(weights * labels, starts, axis=1)
-    negatives = np.add.reduceat(weights * ~labels, starts, axis=1)
-    below = np.cumsum(negatives, axis=1) - negatives
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (positives * (below + 0.5 * negatives)).sum(axis=1) / (
-            positives.sum(axis=1) * negatives.sum(axis=1)
-        )
-
-
-def _interval(estimate: float, draws: np.ndarray, level: float) -> Interval:
-    if not np.isfinite(estimate):
-        return Interval(None, None, None)
-    finite = draws[np.isfinite(draws)]
-    if not finite.size:
-        return Interval(float(estimate), None, None)
-    tail = 50.0 * (1.0 - level)
-    low, high = np.percentile(finite, [tail, 100.0 - tail])
-    return Interval(float(estimate), float(low), float(high))
-
-
 # ---------------------------------------------------------------- the page
 
 
@@ -153,7 +65,8 @@ def _page(evaluation: Evaluation, predictor: Predictor) -> str:
     title = f"pneumoscan report: {evaluation.metrics['model']}"
     sections = [
         _summary(evaluation, predictor),
-        _metrics_section(labels, probabilities, threshold),
+        _metrics_section(table, threshold),
+        _groups_section(evaluation.metrics.get("groups", {})),
         _plots_section(evaluation, labels, probabilities, threshold),
         _thresholds_section(labels, probabilities, threshold),
         _gallery_section(table, predictor),
@@ -194,20 +107,51 @@ def _summary(evaluation: Evaluation, predictor: Predictor) -> str:
     return f"<section><h2>Model and data</h2><table class='facts'>{rows}</table>{details}</section>"
 
 
-def _metrics_section(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> str:
-    intervals = bootstrap_metrics(labels, probabilities, threshold)
+def _metrics_section(table: pd.DataFrame, threshold: float) -> str:
+    clusters = clusters_of(table)
+    intervals = bootstrap_metrics(
+        table["label"].to_numpy(), table["probability"].to_numpy(), threshold, clusters=clusters
+    )
     rows = "".join(
         f"<tr data-metric='{name}'><th>{_esc(METRICS[name])}</th><td>{_num(value.estimate)}</td>"
         f"<td>{_num(value.low)} &ndash; {_num(value.high)}</td></tr>"
         for name, value in intervals.items()
     )
+    patients = len(np.unique(clusters))
+    unit = f"the {patients} patients (all films of a drawn patient)" if patients < len(table) else "the films"
     return (
         f"<section><h2>Metrics at threshold {threshold:.3f}</h2><table id='metrics'>"
         f"<tr><th>Metric</th><th>Value</th><th>95% CI</th></tr>{rows}</table>"
-        f"<p class='note'>95% confidence intervals: percentile bootstrap, {RESAMPLES} resamples of the "
-        "images (seed 0). Images of one patient are resampled independently, so intervals may be "
-        "somewhat narrow when patients contribute several images.</p></section>"
+        f"<p class='note'>95% confidence intervals: percentile bootstrap, {RESAMPLES} resamples of "
+        f"{_esc(unit)} (seed 0).</p></section>"
     )
+
+
+def _groups_section(groups: dict[str, dict[str, dict]]) -> str:
+    if not groups:
+        return ""
+    names = {"site": "Site", "view": "View", "sex": "Sex", "age": "Age band (years)"}
+    header = "".join(f"<th>{_esc(METRICS.get(m, 'ECE'))}</th>" for m in HEADLINE)
+    parts = ["<section><h2>Per site and subgroup</h2>"]
+    for column, entries in groups.items():
+        rows = []
+        for name, entry in entries.items():
+            cells = "".join(f"<td>{_esc(with_interval(entry, metric))}</td>" for metric in HEADLINE)
+            counts = "".join(f"<td>{entry[key]}</td>" for key in ("films", "patients", "NORMAL", "PNEUMONIA"))
+            note = f" title='{_esc(entry['note'])}'" if "note" in entry else ""
+            rows.append(f"<tr data-group='{_esc(name)}'{note}><th>{_esc(name)}</th>{counts}{cells}</tr>")
+        parts.append(
+            f"<h3>{_esc(names.get(column, column))}</h3><table id='group-{_esc(column)}'><tr><th>Group</th>"
+            f"<th>Films</th><th>Patients</th><th>NORMAL</th><th>PNEUMONIA</th>{header}</tr>{''.join(rows)}"
+            "</table>"
+        )
+    bands = ", ".join(name for _, name in AGE_BANDS)
+    parts.append(
+        f"<p class='note'>Each with its 95% patient-bootstrap interval. Groups of fewer than {MIN_FILMS} "
+        f"films show counts and point values only; a group of one class has no ROC-AUC. Age bands: {bands}; "
+        "films without a value form the group 'unknown'.</p></section>"
+    )
+    return "".join(parts)
 
 
 def _plots_section(
@@ -277,7 +221,9 @@ def _gallery_section(table: pd.DataFrame, predictor: Predictor) -> str:
     ]
     torch_engine = predictor.engine.name == "torch"
     note = (
-        "Heat maps: Grad-CAM of the PNEUMONIA logit (red: most evidence), inside the model's centre crop."
+        "Heat maps: Grad-CAM of the PNEUMONIA logit inside the model's centre crop, scaled so that its "
+        "peak equals the film's probability of pneumonia (colour bar 0 to 1): a confident NORMAL film "
+        "stays blue, red marks strong evidence on a film called PNEUMONIA."
         if torch_engine
         else "Heat maps need the torch engine: evaluate the .safetensors model file to see them."
     )

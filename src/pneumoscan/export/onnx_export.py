@@ -2,7 +2,8 @@
 
 The graph is the network in fp32 eval mode, its own first layer (``InputNormalization``) included:
 input ``image``, float32 ``(N, C, S, S)`` in [0, 1] with a dynamic batch dimension N (exactly what
-:func:`pneumoscan.preprocess.to_model_input` makes); output ``logit``, float32 ``(N,)``.
+:func:`pneumoscan.preprocess.to_model_input` makes); output ``logit``, float32 ``(N,)``, and for a
+model with an out-of-distribution gate also ``chest_logit`` ``(N,)`` (the gate travels in the graph).
 Decoding, crop/resize, calibration and the threshold stay outside the graph and are driven by the
 model's :class:`~pneumoscan.model_file.ModelMeta`, stored in the ONNX ``metadata_props``.
 
@@ -19,18 +20,20 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from pneumoscan.atomic import atomic_path
-from pneumoscan.engines.onnx_engine import INPUT, META_KEY, OUTPUT
+from pneumoscan.engines.onnx_engine import GATE_OUTPUT, INPUT, META_KEY, OUTPUT
 from pneumoscan.errors import PneumoscanError
 from pneumoscan.model_file import ModelMeta
 
 if TYPE_CHECKING:
     import onnx
-    from torch import nn
+
+    from pneumoscan.models.common import XrayNetwork
 
 MIN_OPSET = 18  # the lowest opset the torch.export-based exporter has implementations for
 CONTRACT = (
-    "pneumoscan: input 'image' float32 (N, C, S, S) in [0, 1]; output 'logit' (N,); "
-    "probability = sigmoid(logit / temperature); see metadata_props['pneumoscan']"
+    "pneumoscan: input 'image' float32 (N, C, S, S) in [0, 1]; output 'logit' (N,) and, with a gate, "
+    "'chest_logit' (N,); probability = sigmoid(logit / temperature), ood_score = sigmoid(-chest_logit); "
+    "see metadata_props['pneumoscan']"
 )
 
 
@@ -90,6 +93,26 @@ def metadata_props(meta: ModelMeta) -> dict[str, str]:
     }
 
 
+def rewrite_metadata(
+    onnx_path: str | os.PathLike[str], out_path: str | os.PathLike[str], meta: ModelMeta
+) -> Path:
+    """Copy an exported graph to ``out_path`` (atomically) with ``meta`` as its metadata.
+
+    The graph and any other property (e.g. ``quantization``) are kept.  Needs ``onnx`` but not torch.
+    """
+    try:
+        import onnx
+    except ImportError:
+        raise PneumoscanError("rewriting an ONNX model needs onnx: pip install onnx") from None
+    model = onnx.load(str(onnx_path))
+    props = {prop.key: prop.value for prop in model.metadata_props}
+    onnx.helper.set_model_props(model, {**props, **metadata_props(meta)})
+    out = Path(out_path)
+    with atomic_path(out) as tmp:
+        onnx.save_model(model, tmp)
+    return out
+
+
 def _require_exporter() -> ModuleType:
     try:
         import onnx
@@ -108,17 +131,27 @@ def _check_opset(onnx_lib: ModuleType, opset: int | None) -> None:
         raise PneumoscanError(f"ONNX opset {opset} is not supported; choose {MIN_OPSET} to {highest}")
 
 
-def _trace(net: nn.Module, meta: ModelMeta, opset: int | None) -> onnx.ModelProto:
-    """The network as an fp32 eval-mode ONNX graph with a dynamic batch dimension."""
+def _trace(net: XrayNetwork, meta: ModelMeta, opset: int | None) -> onnx.ModelProto:
+    """The network (with its gate, if any) as an fp32 eval-mode ONNX graph with a dynamic batch dimension."""
     import torch
 
     side = meta.preprocess.image_size
     example = torch.rand(2, meta.preprocess.channels, side, side)  # batch 2: 1 would be specialised
+    gated = net.gate is not None
+
+    class Graph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net.float().eval()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+            return self.net.forward_with_gate(x) if gated else self.net(x)
+
     program = torch.onnx.export(
-        net.float().eval(),
+        Graph().eval(),
         (example,),
         input_names=[INPUT],
-        output_names=[OUTPUT],
+        output_names=[OUTPUT, GATE_OUTPUT] if gated else [OUTPUT],
         opset_version=opset,
         dynamic_shapes=({0: torch.export.Dim("batch")},),
         dynamo=True,

@@ -1,4 +1,4 @@
-"""Layers shared by the architectures."""
+"""Layers shared by the architectures, and the base class that splits a network into features and heads."""
 
 from __future__ import annotations
 
@@ -25,3 +25,60 @@ class InputNormalization(nn.Module):
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         std = x.std(dim=(1, 2, 3), keepdim=True)
         return (x - mean) / (std + 1e-5)
+
+
+class GateHead(nn.Module):
+    """The "frontal chest film?" head: one logit per image from the pooled last feature map.
+
+    Average and max pooling of the features feed a small MLP; a positive logit means "looks like the
+    chest films the model was trained on". Trained jointly with the classifier against generated and
+    real non-chest images (:mod:`pneumoscan.data.negatives`).
+    """
+
+    def __init__(self, channels: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(2 * channels, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([features.mean(dim=(2, 3)), features.amax(dim=(2, 3))], dim=1)
+        return self.mlp(pooled).squeeze(1)
+
+
+class XrayNetwork(nn.Module):
+    """Base class of the registered architectures (timm's ``forward_features`` / ``forward_head`` split).
+
+    ``forward_features`` maps model input to the last convolutional feature map (``feature_channels``
+    channels), ``forward_head`` maps it to one pneumonia logit per image, and the optional ``gate``
+    (:class:`GateHead`, attached by :func:`~pneumoscan.models.registry.build_model`) maps the same
+    features to one "chest film" logit.
+    """
+
+    feature_channels: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: GateHead | None = None
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        raise NotImplementedError
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def attach_gate(self) -> None:
+        """Add a :class:`GateHead` on this network's features."""
+        self.gate = GateHead(self.feature_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_with_gate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pneumonia logits and chest-film logits of one pass (the network must have a gate)."""
+        if self.gate is None:
+            raise RuntimeError("this network has no gate head")
+        features = self.forward_features(x)
+        return self.forward_head(features), self.gate(features)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pneumoscan.models.common import InputNormalization
+from pneumoscan.models.common import InputNormalization, XrayNetwork
 from pneumoscan.models.registry import register
 
 
@@ -34,7 +34,7 @@ class BasicBlock(nn.Module):
 
 
 @register("pneumo-resnet")
-class PneumoResNet(nn.Module):
+class PneumoResNet(XrayNetwork):
     """Stem (3x3, stride ``stem_stride``), one residual stage per width (each halving the resolution), global
     average pooling, dropout and a linear logit. About 1.2M parameters with the default widths."""
 
@@ -62,6 +62,7 @@ class PneumoResNet(nn.Module):
             stages.append(nn.Sequential(*layers))
             cin = width
         self.stages = nn.Sequential(*stages)
+        self.feature_channels = cin
         self.head = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, 1)
         )
@@ -70,5 +71,8 @@ class PneumoResNet(nn.Module):
     def cam_layer(self) -> nn.Module:
         return self.stages[-1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.stages(self.stem(self.normalize(x)))).squeeze(1)
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(self.normalize(x)))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features).squeeze(1)

@@ -1,31 +1,23 @@
 """Registry of architectures: ``build_model(ModelConfig, PreprocessConfig)`` builds one by name.
 
-An architecture is an ``nn.Module`` subclass whose constructor takes ``in_channels``,
-``image_size`` and ``normalization`` plus its own keyword options, that returns one logit per
-image from ``forward`` and exposes ``cam_layer``: the module whose output is the last
-convolutional stage, used for Grad-CAM heat maps.
+An architecture is a :class:`~pneumoscan.models.common.XrayNetwork` subclass whose constructor
+takes ``in_channels``, ``image_size`` and ``normalization`` plus its own keyword options, splits
+its forward pass into ``forward_features`` and ``forward_head`` (one logit per image) and exposes
+``cam_layer``: the module whose output is the last convolutional stage, used for Grad-CAM heat
+maps.  With ``ModelConfig.gate`` the built network also carries the "chest film?" gate head.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, TypeVar
-
-from torch import nn
+from typing import TypeVar
 
 from pneumoscan.config import ModelConfig, PreprocessConfig
 from pneumoscan.errors import PneumoscanError
+from pneumoscan.models.common import XrayNetwork
 
-
-class Architecture(Protocol):
-    """What every registered network provides besides ``nn.Module``."""
-
-    @property
-    def cam_layer(self) -> nn.Module: ...
-
-
-_REGISTRY: dict[str, type[nn.Module]] = {}
-M = TypeVar("M", bound=type[nn.Module])
+_REGISTRY: dict[str, type[XrayNetwork]] = {}
+M = TypeVar("M", bound=type[XrayNetwork])
 
 
 def register(name: str) -> Callable[[M], M]:
@@ -44,17 +36,17 @@ def available_architectures() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_model(model: ModelConfig, preprocess: PreprocessConfig) -> nn.Module:
+def build_model(model: ModelConfig, preprocess: PreprocessConfig) -> XrayNetwork:
     """Instantiate the architecture named in ``model`` for inputs described by ``preprocess``."""
     _load_builtins()
     try:
-        cls = _REGISTRY[model.architecture]
+        cls: Callable[..., XrayNetwork] = _REGISTRY[model.architecture]
     except KeyError:
         raise PneumoscanError(
             f"unknown architecture {model.architecture!r}; choose one of {', '.join(sorted(_REGISTRY))}"
         ) from None
     try:
-        return cls(
+        net = cls(
             in_channels=preprocess.channels,
             image_size=preprocess.image_size,
             normalization=preprocess.normalization,
@@ -64,6 +56,9 @@ def build_model(model: ModelConfig, preprocess: PreprocessConfig) -> nn.Module:
         raise PneumoscanError(
             f"architecture {model.architecture!r}: bad options {model.options} ({exc})"
         ) from exc
+    if model.gate:
+        net.attach_gate()
+    return net
 
 
 def _load_builtins() -> None:

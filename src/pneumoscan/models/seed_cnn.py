@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pneumoscan.models.common import InputNormalization
+from pneumoscan.models.common import InputNormalization, XrayNetwork
 from pneumoscan.models.registry import register
 
 
@@ -18,7 +18,7 @@ def _block(cin: int, cout: int, dropout: float) -> nn.Sequential:
 
 
 @register("seed-cnn")
-class SeedCNN(nn.Module):
+class SeedCNN(XrayNetwork):
     """Conv(32)-BN-Pool, Conv(64)-Drop(.1)-BN-Pool, Conv(64)-BN-Pool, Conv(128)-Drop(.2)-BN-Pool,
     Conv(256)-Drop(.2)-BN-Pool, Flatten, Dense 256-Drop(.2)-128-Drop(.2)-1 (3x3 valid convolutions,
     about 2.1M parameters at 224x224x3)."""
@@ -28,6 +28,7 @@ class SeedCNN(nn.Module):
         self.normalize = InputNormalization(normalization)
         plan = [(in_channels, 32, 0.0), (32, 64, 0.1), (64, 64, 0.0), (64, 128, 0.2), (128, 256, 0.2)]
         self.features = nn.Sequential(*[_block(cin, cout, p) for cin, cout, p in plan])
+        self.feature_channels = plan[-1][1]
         side = image_size
         for _ in plan:
             side = (side - 2) // 2
@@ -48,5 +49,8 @@ class SeedCNN(nn.Module):
     def cam_layer(self) -> nn.Module:
         return self.features[-1][1]  # type: ignore[index]  # activation of the last convolution, before its pooling
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(self.normalize(x))).squeeze(1)
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(self.normalize(x))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features).squeeze(1)

@@ -153,6 +153,10 @@ def create_app(
     async def predict(
         request: Request,
         heatmap: Annotated[bool, Query(description="add a heat-map overlay PNG (base64) per image")] = False,
+        refuse: Annotated[
+            bool,
+            Query(description="refuse images that are no chest X-ray the model can judge (false: judge)"),
+        ] = True,
     ) -> PredictResponse:
         """Pneumonia probability, label and input warnings for each uploaded image.
 
@@ -162,7 +166,7 @@ def create_app(
         async with in_flight.slot():
             uploads = await within(body_timeout, read_uploads(request, max_upload_bytes))
             check_pixel_budget(uploads, max_request_pixels, None if heatmap else model_side)
-            outcomes = await service.predict(uploads, heatmap)
+            outcomes = await service.predict(uploads, heatmap, refuse)
         failed = [outcome for outcome in outcomes if outcome.prediction.error]
         if len(failed) == len(outcomes):
             raise HTTPException(failed[0].status, "; ".join(str(o.prediction.error) for o in failed))
@@ -173,7 +177,6 @@ def create_app(
 
 def _result(outcome: Outcome, model_id: str) -> ImageResult:
     p = outcome.prediction
-    png = outcome.heatmap_png
     return ImageResult(
         name=p.path,
         probability=p.probability,
@@ -182,9 +185,18 @@ def _result(outcome: Outcome, model_id: str) -> ImageResult:
         model_id=model_id,
         warnings=p.warnings,
         error=p.error,
-        heatmap=None if png is None else base64.b64encode(png).decode("ascii"),
+        ood_score=p.ood_score,
+        out_of_distribution=p.out_of_distribution,
+        refused=p.refused,
+        refusal_reason=p.refusal_reason,
+        heatmap=_base64(outcome.heatmap_png),
+        film=_base64(outcome.film_png),
         heatmap_note=outcome.heatmap_note,
     )
+
+
+def _base64(png: bytes | None) -> str | None:
+    return None if png is None else base64.b64encode(png).decode("ascii")
 
 
 def _model_info(service: InferenceService, max_upload_bytes: int, max_pixels: int) -> ModelInfo:
@@ -204,6 +216,7 @@ def _model_info(service: InferenceService, max_upload_bytes: int, max_pixels: in
         threshold=meta.threshold,
         threshold_rule=meta.threshold_rule,
         temperature=meta.temperature,
+        gate=None if meta.gate is None else _finite(meta.gate.model_dump()),
         metrics=_finite(meta.metrics),
         created=meta.created,
         package_version=meta.package_version,

@@ -14,27 +14,27 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
-
 from pneumoscan.data.imageio import DecodedImage, read_image_bytes
-from pneumoscan.errors import ImageReadError
+from pneumoscan.errors import ImageReadError, InputRefusedError
 from pneumoscan.predict import Prediction, Predictor
-from pneumoscan.preprocess import prepare, source_side
-from pneumoscan.sanity import check_radiograph
+from pneumoscan.preprocess import ModelInput, model_input, source_side
 from pneumoscan.serve.batching import MicroBatcher
 from pneumoscan.serve.errors import error_status
 from pneumoscan.serve.uploads import Upload, UploadArchive
 
 WEB_OVERLAY_SIDE = 512  # px: enough for the page, and a quarter of the full overlay's encoding time
 NO_HEATMAP_ENGINE = "heat maps need the torch engine; this server runs the {engine} engine"
+REFUSED = "no heat map: the image was refused (ask with refuse=false to judge it anyway)"
 
 
 @dataclass
 class Outcome:
-    """A prediction for one upload, its heat-map PNG when asked for, and the HTTP status of its error."""
+    """A prediction for one upload, its heat-map PNG (and the film's, to show beside it) when asked
+    for, and the HTTP status of its error."""
 
     prediction: Prediction
     heatmap_png: bytes | None = None
+    film_png: bytes | None = None
     heatmap_note: str | None = None
     status: int = 200
 
@@ -51,45 +51,67 @@ class InferenceService:
         self.heatmaps = predictor.engine.name == "torch"
         workers = os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pneumoscan-decode")
-        self._batcher = MicroBatcher(predictor.probabilities, workers=workers)
+        self._batcher = MicroBatcher(predictor.scores, workers=workers)
 
-    async def predict(self, uploads: list[Upload], heatmap: bool = False) -> list[Outcome]:
-        """One outcome per upload, in order; unreadable uploads come back with an error."""
-        return list(await asyncio.gather(*(self._predict_one(upload, heatmap) for upload in uploads)))
+    async def predict(
+        self, uploads: list[Upload], heatmap: bool = False, refuse: bool = True
+    ) -> list[Outcome]:
+        """One outcome per upload, in order; unreadable uploads come back with an error.
+
+        ``refuse``: refuse out-of-distribution images (no label, no heat map); False judges them anyway.
+        """
+        jobs = (self._predict_one(upload, heatmap, refuse) for upload in uploads)
+        return list(await asyncio.gather(*jobs))
 
     def close(self) -> None:
         """Stop the worker threads (after the work in progress)."""
         self._batcher.close()
         self._pool.shutdown(wait=True)
 
-    async def _predict_one(self, upload: Upload, heatmap: bool) -> Outcome:
+    async def _predict_one(self, upload: Upload, heatmap: bool, refuse: bool) -> Outcome:
         loop = asyncio.get_running_loop()
         try:
-            if heatmap and self.heatmaps:
-                return await loop.run_in_executor(self._pool, self._explain, upload)
-            prepared, warnings = await loop.run_in_executor(self._pool, self._prepare, upload)
+            prepared = await loop.run_in_executor(self._pool, self._prepare, upload, refuse)
+        except InputRefusedError as exc:
+            refused = Prediction.of_refused_file(upload.name, exc)
+            return Outcome(refused, heatmap_note=REFUSED if heatmap else None)
         except ImageReadError as exc:
             return Outcome(Prediction(upload.name, error=str(exc)), status=error_status(exc))
-        probability = float((await self._batcher(prepared[None]))[0])
-        prediction = self.predictor.result(upload.name, probability, warnings)
-        note = NO_HEATMAP_ENGINE.format(engine=self.predictor.engine.name) if heatmap else None
-        return Outcome(prediction, heatmap_note=note)
+        scores = (await self._batcher(prepared.pixels[None]))[0]
+        prediction = self.predictor.result(upload.name, scores, prepared, refuse)
+        if not heatmap:
+            return Outcome(prediction)
+        if prediction.refused:
+            return Outcome(prediction, heatmap_note=REFUSED)
+        if not self.heatmaps:
+            note = NO_HEATMAP_ENGINE.format(engine=self.predictor.engine.name)
+            return Outcome(prediction, heatmap_note=note)
+        overlay, film = await loop.run_in_executor(self._pool, self._heatmap, upload)
+        return Outcome(prediction, heatmap_png=overlay, film_png=film)
 
-    def _decode(self, upload: Upload, *, for_model: bool = True) -> DecodedImage:
+    def _decode(
+        self, upload: Upload, *, for_model: bool = True, accept_refused: bool = False
+    ) -> DecodedImage:
         """The upload decoded for the model (as ``read_for_model``) or at full resolution."""
         if self.archive is not None and for_model:
             self.archive.save(upload)
         min_side = source_side(self.predictor.meta.preprocess) if for_model else None
-        return read_image_bytes(upload.data, upload.name, max_pixels=self.max_pixels, min_side=min_side)
+        return read_image_bytes(
+            upload.data,
+            upload.name,
+            max_pixels=self.max_pixels,
+            min_side=min_side,
+            accept_refused=accept_refused,
+        )
 
-    def _prepare(self, upload: Upload) -> tuple[np.ndarray, list[str]]:
-        image = self._decode(upload)
-        return prepare(image, self.predictor.meta.preprocess), check_radiograph(image)
+    def _prepare(self, upload: Upload, refuse: bool) -> ModelInput:
+        return model_input(self._decode(upload, accept_refused=not refuse), self.predictor.meta.preprocess)
 
-    def _explain(self, upload: Upload) -> Outcome:
-        from pneumoscan.explain import explain_image, overlay_png
+    def _heatmap(self, upload: Upload) -> tuple[bytes, bytes]:
+        """The heat-map overlay PNG and the film's PNG, to show side by side."""
+        from pneumoscan.explain import explain_image, film_png, overlay_png
 
-        model_image = self._decode(upload)
-        shown = self._decode(upload, for_model=False)
+        model_image = self._decode(upload, accept_refused=True)
+        shown = self._decode(upload, for_model=False, accept_refused=True)
         explanation = explain_image(self.predictor, shown, upload.name, model_image=model_image)
-        return Outcome(explanation.prediction, heatmap_png=overlay_png(explanation, WEB_OVERLAY_SIDE))
+        return overlay_png(explanation, WEB_OVERLAY_SIDE), film_png(shown, WEB_OVERLAY_SIDE)

@@ -12,13 +12,26 @@ class ImageResult(BaseModel):
 
     name: str = Field(description="the uploaded file's name")
     probability: float | None = Field(description="calibrated probability of pneumonia, 0 to 1")
-    label: str | None = Field(description="class at the model's threshold")
+    label: str | None = Field(description="class at the model's threshold; null when the image was refused")
     threshold: float | None = Field(description="probability at or above which the label is PNEUMONIA")
     model_id: str
     warnings: list[str] = Field(description="reasons to doubt that the image is a usable chest X-ray")
     error: str | None = Field(description="why the image could not be used")
+    ood_score: float | None = Field(
+        None, description="out-of-distribution score of the model's gate, 0 to 1 (null without a gate)"
+    )
+    out_of_distribution: bool = Field(
+        False, description="the image is not a frontal chest X-ray this model can judge (see refusal_reason)"
+    )
+    refused: bool = Field(False, description="the image was refused for being out of distribution (no label)")
+    refusal_reason: str = Field("", description="why the image is out of distribution")
     heatmap: str | None = Field(
-        None, description="with heatmap=true: base64 PNG of the Grad-CAM heat map over the image"
+        None,
+        description="with heatmap=true: base64 PNG of the Grad-CAM heat map over the image, with a colour "
+        "bar; its peak is the probability of pneumonia, so a confident NORMAL film stays blue",
+    )
+    film: str | None = Field(
+        None, description="with heatmap=true: base64 grayscale PNG of the film itself, the overlay's size"
     )
     heatmap_note: str | None = Field(None, description="why there is no heat map, when one was asked for")
 
@@ -53,6 +66,9 @@ class ModelInfo(BaseModel):
     threshold: float
     threshold_rule: str
     temperature: float
+    gate: dict[str, Any] | None = Field(
+        description="the out-of-distribution gate: threshold, rule, validation figures (null: no gate)"
+    )
     metrics: dict[str, Any]
     created: str
     package_version: str = Field(description="pneumoscan version that saved the model")

@@ -1,7 +1,9 @@
-"""``pneumoscan train``: fit a model on a data folder and write a complete run directory.
+"""``pneumoscan train``: fit a model on one or several data sources and write a complete run directory.
 
-RUN_DIR holds ``config.json`` (written once the data is checked), ``checkpoints/``
-(``last.ckpt`` every epoch, ``best.ckpt`` by validation loss), ``logs/metrics.csv`` (Lightning's
+The sources (data folders, labels CSVs; each a site) are recorded in the config as
+``data.sources``. RUN_DIR holds ``config.json`` (written once the data is checked),
+``checkpoints/`` (``last.ckpt`` every epoch, ``best.ckpt`` by ``train.monitor``: the validation
+loss, or the worst or mean per-site validation ROC-AUC), ``logs/metrics.csv`` (Lightning's
 log; the parts logged before each ``--resume`` are kept as ``logs/metrics-partNN.csv``),
 ``history.csv`` (one row per epoch of all parts), ``summary.json``, plots and the final
 ``model.safetensors``.  A run locks its folder while it trains (:mod:`pneumoscan.training.run_dir`).
@@ -15,6 +17,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,9 +36,11 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.model_summary import ModelSummary
 from torch import nn
 
 from pneumoscan.atomic import atomic_write_text
+from pneumoscan.calibration import calibrated, choose_threshold, fit_temperature, ood_scores
 from pneumoscan.config import Config
 from pneumoscan.data.datamodule import XrayDataModule
 from pneumoscan.engines.torch_engine import TorchEngine, load_network, network_tensors
@@ -46,8 +51,11 @@ from pneumoscan.hardware import lightning_precision
 from pneumoscan.model_file import ModelMeta, save_model
 from pneumoscan.model_source import resolve_model
 from pneumoscan.predict import Predictor
-from pneumoscan.training.calibration import choose_threshold, fit_temperature
-from pneumoscan.training.module import XrayClassifier
+from pneumoscan.progress import live_bars
+from pneumoscan.synthetic import is_synthetic
+from pneumoscan.training.console import EpochLines, quiet_lightning
+from pneumoscan.training.gate import choose_gate
+from pneumoscan.training.module import MONITOR_MODES, XrayClassifier
 from pneumoscan.training.run_dir import (
     CONFIG_FILE,
     MODEL_FILE,
@@ -70,69 +78,84 @@ class TrainResult:
 
 
 def train(
-    data_dir: str | Path,
+    data: str | Path | Sequence[str | Path] | None,
     out_dir: str | Path,
     config: Config | None = None,
     *,
     resume: bool = False,
     init_from: str | Path | None = None,
     progress: bool = True,
+    model_summary: bool = False,
 ) -> TrainResult:
-    """Train on ``data_dir`` into ``out_dir``; with ``resume`` continue from ``out_dir``'s last checkpoint."""
+    """Train on ``data`` into ``out_dir``; with ``resume`` continue from ``out_dir``'s last checkpoint.
+
+    ``data``: a data folder or labels CSV, or a list of them (one site each); ``None`` uses the
+    config's ``data.sources``.
+    ``progress`` draws progress bars on a terminal and prints one line per epoch elsewhere (a log
+    file, a notebook); ``model_summary`` prints Lightning's table of layers first.
+    """
     run_dir = Path(out_dir)
     with locked_run_dir(run_dir):
-        return _train(data_dir, run_dir, config, resume, init_from, progress)
+        return _train(data, run_dir, config, resume, init_from, progress, model_summary)
 
 
 def _train(
-    data_dir: str | Path,
+    data: str | Path | Sequence[str | Path] | None,
     run_dir: Path,
     config: Config | None,
     resume: bool,
     init_from: str | Path | None,
     progress: bool,
+    model_summary: bool,
 ) -> TrainResult:
-    config, checkpoint_path = check_run_dir(run_dir, config, resume)
+    initial = None if init_from is None or resume else _initial_network(init_from, config or Config())
+    config, checkpoint_path = check_run_dir(run_dir, _with_sources(config or Config(), data, resume), resume)
     checkpoint = read_checkpoint(checkpoint_path) if checkpoint_path is not None else None
-    initial = None if init_from is None or resume else _initial_network(init_from, config)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
-    data = XrayDataModule(data_dir, config, progress)
-    data.prepare_data()
+    sources = _sources(data) or config.data.sources
+    data_module = XrayDataModule(sources, config, progress)
+    data_module.prepare_data()
     clock = RunClock()
     if checkpoint is not None:
         _keep_metrics_log(run_dir)
-    trainer = L.Trainer(
-        max_epochs=config.train.max_epochs,
-        max_steps=config.train.max_steps,
-        accelerator=config.train.accelerator,
-        devices=_devices(config.train.devices),
-        num_nodes=config.train.num_nodes,
-        strategy=config.train.strategy,
-        precision=lightning_precision(config.train.precision, config.train.accelerator),  # type: ignore[arg-type]
-        callbacks=[*_callbacks(run_dir, config, progress), clock],
-        logger=CSVLogger(run_dir, name="logs", version=""),
-        enable_progress_bar=progress,
-        enable_model_summary=progress,
-        log_every_n_steps=10,
-        deterministic=False,
-    )
-    config = _fit_batch_to_data(config, len(data.dataset("train")), trainer)
-    data.config = config
+    bars = live_bars(progress, sys.stdout)
+    with quiet_lightning():
+        trainer = L.Trainer(
+            max_epochs=config.train.max_epochs,
+            max_steps=config.train.max_steps,
+            accelerator=config.train.accelerator,
+            devices=_devices(config.train.devices),
+            num_nodes=config.train.num_nodes,
+            strategy=config.train.strategy,
+            precision=lightning_precision(config.train.precision, config.train.accelerator),  # type: ignore[arg-type]
+            callbacks=[*_callbacks(run_dir, config, progress, bars), clock],
+            logger=CSVLogger(run_dir, name="logs", version=""),
+            enable_progress_bar=bars,
+            enable_model_summary=False,
+            log_every_n_steps=10,
+            deterministic=False,
+        )
+    config = _fit_batch_to_data(config, len(data_module.dataset("train")), trainer)
+    data_module.config = config
     if checkpoint is None:
         atomic_write_text(run_dir / CONFIG_FILE, config.to_json())
     else:
         done = checkpoint["epoch"] + 1
         _say(trainer, f"resuming {run_dir} after epoch {done} of {config.train.max_epochs}")
-    n_normal, n_pneumonia = data.class_counts()
+    n_normal, n_pneumonia = data_module.class_counts()
     pos_weight = n_normal / n_pneumonia if config.train.class_weighted_loss else None
-    module = XrayClassifier(config.model_dump(), pos_weight)
+    module = XrayClassifier(config.model_dump(), pos_weight, data_module.sites)
     if initial is not None:
         module.net.load_state_dict(initial.state_dict())
-    _fit(trainer, module, data, str(checkpoint_path) if checkpoint_path is not None else None)
+    if model_summary:
+        print(ModelSummary(module, max_depth=2), flush=True)
+    with quiet_lightning():
+        _fit(trainer, module, data_module, str(checkpoint_path) if checkpoint_path is not None else None)
     if trainer.global_step == 0:
         raise DataError(
-            f"{data_dir}: training took no optimiser step ({len(data.dataset('train'))} training images, "
-            f"batch {config.train.batch_size}); add images or lower --batch-size"
+            f"{', '.join(sources)}: training took no optimiser step "
+            f"({len(data_module.dataset('train'))} training images, batch {config.train.batch_size}); "
+            "add images or lower --batch-size"
         )
     agreement = _weight_agreement(module, trainer)
     if not trainer.is_global_zero:
@@ -143,15 +166,33 @@ def _train(
     metrics = {
         "train_seconds": round(clock.seconds(), 1),
         "epochs": int(trainer.current_epoch),
-        "train_images": len(data.dataset("train")),
-        "val_images": len(data.dataset("val")),
-        "skipped_files": data.skipped,
+        "train_images": len(data_module.dataset("train")),
+        "val_images": len(data_module.dataset("val")),
+        "sites": data_module.sites,
+        "skipped_files": data_module.skipped,
         "world_size": trainer.world_size,
         **({"ddp_max_weight_difference": agreement} if agreement is not None else {}),
     }
-    model_path = _finish(run_dir, module, data, config, metrics)
-    _plots(run_dir, data, history)
+    model_path = _finish(run_dir, module, data_module, config, metrics, all(map(is_synthetic, sources)))
+    _plots(run_dir, data_module, history)
     return TrainResult(run_dir, model_path, metrics, history)
+
+
+def _sources(data: str | Path | Sequence[str | Path] | None) -> list[str]:
+    if data is None:
+        return []
+    return [str(data)] if isinstance(data, str | Path) else [str(source) for source in data]
+
+
+def _with_sources(config: Config, data: str | Path | Sequence[str | Path] | None, resume: bool) -> Config:
+    """``config`` with ``data.sources`` set to ``data`` (when given); refuses a run without any source."""
+    if _sources(data):
+        config = config.model_copy(
+            update={"data": config.data.model_copy(update={"sources": _sources(data)})}
+        )
+    if not config.data.sources and not resume:
+        raise PneumoscanError("no training data: pass --data FOLDER_OR_CSV (repeat it for several sites)")
+    return config
 
 
 class RunClock(Callback):
@@ -213,20 +254,25 @@ def _devices(devices: str) -> int | str:
     return int(devices) if devices.isdigit() else devices
 
 
-def _callbacks(run_dir: Path, config: Config, progress: bool) -> list[Callback]:
+def _callbacks(run_dir: Path, config: Config, progress: bool, bars: bool) -> list[Callback]:
     checkpoints = run_dir / "checkpoints"
+    monitor, mode = config.train.monitor, MONITOR_MODES[config.train.monitor]
     callbacks: list[Callback] = [
-        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_loss", save_top_k=1),
+        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=monitor, mode=mode, save_top_k=1),
         # not ``save_last=True``: Lightning then updates last.ckpt only in epochs that improve val_loss
         ModelCheckpoint(dirpath=checkpoints, filename="last", enable_version_counter=False),
         LearningRateMonitor(logging_interval="epoch"),
     ]
     if config.train.early_stopping_patience:
-        callbacks.append(EarlyStopping(monitor="val_loss", patience=config.train.early_stopping_patience))
+        callbacks.append(
+            EarlyStopping(monitor=monitor, mode=mode, patience=config.train.early_stopping_patience)
+        )
     if config.train.ema_decay:
         callbacks.append(EMAWeightAveraging(decay=config.train.ema_decay))
-    if progress:
+    if bars:
         callbacks.append(TQDMProgressBar(refresh_rate=10))
+    elif progress:
+        callbacks.append(EpochLines())
     return callbacks
 
 
@@ -269,7 +315,7 @@ def _fit(trainer: L.Trainer, module: XrayClassifier, data: XrayDataModule, ckpt_
 
 
 def _restore_best(module: XrayClassifier, trainer: L.Trainer) -> None:
-    """Keras' ``restore_best_weights``: go back to the epoch with the lowest validation loss."""
+    """Keras' ``restore_best_weights``: go back to the best epoch by ``train.monitor``."""
     checkpoint = trainer.checkpoint_callback
     best = getattr(checkpoint, "best_model_path", "")
     if best and os.path.exists(best):
@@ -302,23 +348,42 @@ def _history(run_dir: Path) -> pd.DataFrame:
 
 
 def _finish(
-    run_dir: Path, module: XrayClassifier, data: XrayDataModule, config: Config, metrics: dict[str, Any]
+    run_dir: Path,
+    module: XrayClassifier,
+    data: XrayDataModule,
+    config: Config,
+    metrics: dict[str, Any],
+    synthetic: bool,
 ) -> Path:
-    """Calibrate on validation, measure it, and write the model file and summary."""
-    meta = ModelMeta(model=config.model, preprocess=config.preprocess, config=config)
-    engine = TorchEngine(meta, module.net.cpu().float(), config.train.precision)
+    """Calibrate on validation, set the gate's threshold, measure both, write the model file and summary."""
+    meta = ModelMeta(
+        model=config.model, preprocess=config.preprocess, config=config, synthetic_data=synthetic
+    )
+    predictor = Predictor(TorchEngine(meta, module.net.cpu().float(), config.train.precision))
     val = data.dataset("val")
-    logits = Predictor(engine).logits(np.asarray(val.pixels))
+    logits, gate_logits = predictor.outputs(np.asarray(val.pixels))
     temperature = fit_temperature(logits, val.labels) if config.calibration.temperature_scaling else 1.0
-    probs = 1.0 / (1.0 + np.exp(-logits / temperature))
-    threshold, rule = choose_threshold(probs, val.labels, config.calibration)
+    probs = calibrated(logits, temperature)
+    threshold, rule = choose_threshold(probs, val.labels, config.calibration, sites=val.sites)
     metrics["validation"] = binary_metrics(val.labels.astype(int), probs, threshold)
+    gate = None
+    if gate_logits is not None:
+        negatives = {
+            name: predictor.scores(images)[:, 1] for name, images in data.validation_negatives().items()
+        }
+        sites = np.asarray(data.sites)[val.sites]
+        gate = choose_gate(ood_scores(gate_logits), negatives, config.gate, sites)
+    metrics["validation_per_site"] = {
+        site: binary_metrics(val.labels[val.sites == index].astype(int), probs[val.sites == index], threshold)
+        for index, site in enumerate(data.sites)
+    }
     meta = meta.model_copy(
         update={
             "threshold": threshold,
             "threshold_rule": rule,
             "temperature": temperature,
             "metrics": metrics,
+            "gate": gate,
         }
     )
     path = save_model(run_dir / MODEL_FILE, network_tensors(module.net), meta)

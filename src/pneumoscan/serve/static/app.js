@@ -87,6 +87,21 @@ function renderResult(result) {
     figure.hidden = true;
     return card;
   }
+  if (result.refused) {
+    const refusal = card.querySelector(".refusal");
+    refusal.hidden = false;
+    refusal.querySelector(".refusal-title").textContent = "Not a chest X-ray this model can judge";
+    refusal.querySelector(".refusal-reason").textContent = result.refusal_reason;
+    card.querySelector(".verdict").hidden = true;
+    card.querySelector(".meter").hidden = true;
+    figure.hidden = true;
+    return card;
+  }
+  if (result.out_of_distribution) {
+    const item = document.createElement("li");
+    item.textContent = `Out of distribution (judged anyway): ${result.refusal_reason}`;
+    card.querySelector(".warnings").append(item);
+  }
   card.querySelector(".probability").textContent = percent(result.probability);
   const label = card.querySelector(".label");
   label.textContent = result.label;
@@ -103,16 +118,39 @@ function renderResult(result) {
     warnings.append(item);
   }
   const caption = figure.querySelector("figcaption");
+  const enlarge = figure.querySelector(".enlarge");
   if (result.heatmap) {
     const image = figure.querySelector(".overlay");
     image.src = `data:image/png;base64,${result.heatmap}`;
     image.alt = `Heat map over ${result.name}`;
-    caption.textContent = "Heat map: red regions pushed the score towards pneumonia. It is not an outline of disease.";
+    caption.textContent = HEATMAP_TEXT;
+    const open = () => openViewer(result);
+    image.addEventListener("click", open);
+    enlarge.addEventListener("click", open);
+    enlarge.hidden = !result.film;
   } else {
     figure.querySelector(".overlay").hidden = true;
+    enlarge.hidden = true;
     caption.textContent = result.heatmap_note || "No heat map.";
   }
   return card;
+}
+
+const HEATMAP_TEXT =
+  "Heat map of the evidence for pneumonia, on the fixed scale of the colour bar: its brightest point " +
+  "equals the probability, so a film the model calls normal with confidence stays blue, and red " +
+  "marks the regions that pushed a high score. It is not an outline of disease.";
+
+function openViewer(result) {
+  byId("viewer-name").textContent = result.name;
+  const film = byId("viewer-film");
+  film.src = `data:image/png;base64,${result.film}`;
+  film.alt = `The film ${result.name}`;
+  const overlay = byId("viewer-overlay");
+  overlay.src = `data:image/png;base64,${result.heatmap}`;
+  overlay.alt = `Heat map over ${result.name}`;
+  byId("viewer-caption").textContent = HEATMAP_TEXT;
+  byId("viewer").showModal();
 }
 
 async function analyse(files) {
@@ -157,6 +195,11 @@ function setUp() {
     event.preventDefault();
     drop.classList.remove("over");
     analyse(Array.from(event.dataTransfer.files));
+  });
+  const viewer = byId("viewer");
+  byId("viewer-close").addEventListener("click", () => viewer.close());
+  viewer.addEventListener("click", (event) => {
+    if (event.target === viewer) viewer.close(); // a click on the backdrop
   });
   loadModel();
 }

@@ -1,0 +1,99 @@
+"""Read a labels CSV: a data source for films that are not in the Kaggle folder layout.
+
+Columns (header names in any case): ``path`` (alias ``file``) and ``label`` are required; ``patient``
+(alias ``patient_id``), ``site``, ``split``, ``view``, ``age`` and ``sex`` are optional, other columns
+are ignored. Paths are relative to the CSV's folder (absolute paths are kept). Labels are NORMAL or
+PNEUMONIA in any case, or 0/1. A wrong CSV is refused with one line naming the CSV and its line
+number (the header is line 1): a missing column, an empty path, an unknown label, a film listed twice
+or a film that does not exist.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pneumoscan.errors import DataError
+
+REQUIRED = ("path", "label")
+OPTIONAL = ("patient", "site", "split", "view", "age", "sex")
+_ALIASES = {"file": "path", "patient_id": "patient"}
+_LABELS = {"NORMAL": 0, "PNEUMONIA": 1, "0": 0, "1": 1}
+_EXPECTED = "expected a header with path,label and optionally patient,site,split,view,age,sex"
+
+
+def read_labels_csv(csv_path: str | Path) -> pd.DataFrame:
+    """The rows of a labels CSV, checked, with ``path`` resolved against the CSV's folder.
+
+    Columns: ``path``, ``label`` (0/1), ``line`` (line number in the CSV) and every optional column
+    (empty string where absent; ``age`` as float, NaN where unknown).
+    """
+    csv_path = Path(csv_path)
+    raw = _read(csv_path)
+    raw.columns = [_ALIASES.get(name.strip().lower(), name.strip().lower()) for name in raw.columns]
+    missing = [name for name in REQUIRED if name not in raw.columns]
+    if missing:
+        found = ",".join(raw.columns) or "nothing"
+        raise DataError(f"{csv_path}: no {' or '.join(missing)} column (found {found}); {_EXPECTED}")
+    if raw.empty:
+        raise DataError(f"{csv_path}: no rows below the header; list one film per line")
+    frame = raw[[name for name in (*REQUIRED, *OPTIONAL) if name in raw.columns]].copy()
+    for name in OPTIONAL:
+        frame[name] = frame[name].str.strip() if name in frame else ""
+    frame["line"] = np.arange(len(frame)) + 2
+    frame["label"] = _labels(frame, csv_path)
+    frame["path"] = _paths(frame, csv_path)
+    frame["age"] = pd.to_numeric(frame["age"], errors="coerce")
+    return frame.reset_index(drop=True)
+
+
+def _read(csv_path: Path) -> pd.DataFrame:
+    if not csv_path.is_file():
+        raise DataError(f"{csv_path}: labels CSV not found")
+    try:
+        return pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{csv_path}: the CSV is empty; {_EXPECTED}") from None
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        detail = " ".join(str(exc).split())[:160]
+        raise DataError(f"{csv_path}: not a readable CSV ({detail}); {_EXPECTED}") from None
+
+
+def _labels(frame: pd.DataFrame, csv_path: Path) -> pd.Series:
+    labels = frame["label"].str.strip().str.upper().map(_LABELS)
+    bad = frame[labels.isna()]
+    if not bad.empty:
+        row = bad.iloc[0]
+        raise DataError(
+            f"{csv_path} line {row['line']}: unknown label {row['label']!r}; "
+            f"use NORMAL or PNEUMONIA (or 0/1) ({len(bad)} rows in all)"
+        )
+    return labels.astype(int)
+
+
+def _paths(frame: pd.DataFrame, csv_path: Path) -> pd.Series:
+    given = frame["path"].str.strip()
+    empty = frame[given == ""]
+    if not empty.empty:
+        raise DataError(f"{csv_path} line {empty['line'].iloc[0]}: empty path; name the film's file")
+    base = csv_path.parent
+    paths = given.map(lambda name: os.path.normpath(base / name))
+    repeated = frame[paths.duplicated(keep=False)]
+    if not repeated.empty:
+        first = repeated.iloc[0]
+        again = repeated[paths[repeated.index] == paths[first.name]].iloc[1]
+        raise DataError(
+            f"{csv_path} line {again['line']}: {again['path']} is listed twice (also line {first['line']}); "
+            "keep one row per film"
+        )
+    absent = frame[~paths.map(os.path.isfile)]
+    if not absent.empty:
+        more = f" (and {len(absent) - 1} more rows)" if len(absent) > 1 else ""
+        raise DataError(
+            f"{csv_path} line {absent['line'].iloc[0]}: {absent['path'].iloc[0]} not found{more}; "
+            f"paths are relative to the CSV's folder {base}"
+        )
+    return paths
