@@ -3,24 +3,51 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import set_pixel_data
-from pydicom.uid import UID
+from pydicom.uid import UID, generate_uid
 
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
 
 
-def _base_dataset() -> Dataset:
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def _base_dataset(header: Mapping[str, object] | None = None) -> Dataset:
     dataset = Dataset()
     dataset.file_meta = FileMetaDataset()
     dataset.SOPClassUID = DX_FOR_PRESENTATION
     dataset.Modality = "DX"
     dataset.PatientID = "TEST"
+    for keyword, value in (header or {}).items():
+        setattr(dataset, keyword, value)
     return dataset
+
+
+def study_header(study_uid: str, instance_number: int, **extra: object) -> dict[str, object]:
+    """Patient, study, series and instance attributes of one film of a study (one series per film)."""
+    return {
+        "PatientName": "Test^Patient",
+        "PatientID": "PNEUMO-1",
+        "PatientBirthDate": "19700101",
+        "PatientSex": "O",
+        "StudyInstanceUID": study_uid,
+        "StudyDate": "20240501",
+        "StudyTime": "081500",
+        "StudyID": "1",
+        "AccessionNumber": "ACC1",
+        "ReferringPhysicianName": "",
+        "SeriesInstanceUID": generate_uid(),
+        "SeriesNumber": instance_number,
+        "SOPInstanceUID": generate_uid(),
+        "InstanceNumber": instance_number,
+        **extra,
+    }
 
 
 def write_dicom(
@@ -34,17 +61,15 @@ def write_dicom(
     intercept: float = 0.0,
     frames: int = 1,
     with_pixels: bool = True,
-    header: dict[str, str] | None = None,
+    header: Mapping[str, object] | None = None,
 ) -> Path:
     """Write ``pixels`` (uint8/uint16/int16, 2-D, or rows x columns x 3 for RGB/YBR) as a DICOM file.
 
     ``window`` is (centre, width); ``frames`` > 1 repeats the image as a multi-frame file;
     ``with_pixels=False`` keeps the image header but drops the Pixel Data element; ``header`` sets
-    further attributes by keyword (e.g. ``{"Modality": "CT"}``).
+    further attributes by keyword (e.g. ``{"Modality": "CT"}`` or :func:`study_header`).
     """
-    dataset = _base_dataset()
-    for keyword, value in (header or {}).items():
-        setattr(dataset, keyword, value)
+    dataset = _base_dataset(header)
     array = np.stack([pixels] * frames) if frames > 1 else pixels
     set_pixel_data(dataset, array, photometric, bits_stored or pixels.dtype.itemsize * 8)
     if (slope, intercept) != (1.0, 0.0):
@@ -59,10 +84,16 @@ def write_dicom(
 
 
 def write_compressed_dicom(
-    path: str | os.PathLike[str], transfer_syntax: str, payload: bytes, *, rows: int = 8, columns: int = 8
+    path: str | os.PathLike[str],
+    transfer_syntax: str,
+    payload: bytes,
+    *,
+    rows: int = 8,
+    columns: int = 8,
+    header: Mapping[str, object] | None = None,
 ) -> Path:
     """Write a grayscale DICOM whose encapsulated (compressed) pixel data is ``payload``, e.g. garbage."""
-    dataset = _base_dataset()
+    dataset = _base_dataset(header)
     set_pixel_data(dataset, np.zeros((rows, columns), dtype=np.uint16), "MONOCHROME2", 12)
     dataset.file_meta.TransferSyntaxUID = UID(transfer_syntax)
     dataset.PixelData = encapsulate([payload])

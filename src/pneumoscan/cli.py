@@ -1,4 +1,4 @@
-"""The ``pneumoscan`` command line: inspect, train, evaluate, calibrate, predict, export, serve, demo.
+"""The ``pneumoscan`` command line: inspect, train, evaluate, calibrate, predict, pacs, export, serve, demo.
 
 Every user error ends in one line on stderr (``pneumoscan: error: ...``) and exit status 2;
 ``--debug`` shows the traceback instead.  Heavy libraries are imported inside each command so
@@ -310,6 +310,14 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--json", action="store_true", help="print JSON lines")
     p.add_argument("--explain", metavar="OUT_DIR", help="write a heat-map overlay PNG per image into OUT_DIR")
     p.add_argument(
+        "--dicom-out",
+        metavar="DIR",
+        help="write a DICOM SR with the result of each DICOM film into DIR (<SOPInstanceUID>.dcm)",
+    )
+    p.add_argument(
+        "--heatmaps", action="store_true", help="with --dicom-out: also a Secondary Capture of the heat map"
+    )
+    p.add_argument(
         "--no-refuse",
         action="store_true",
         help="label images the model would refuse too (they stay marked out of distribution)",
@@ -346,6 +354,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     paths = collect_images(inputs)
     if not paths:
         raise PneumoscanError("no images to predict; pass image files or folders")
+    if args.heatmaps and not args.dicom_out:
+        raise PneumoscanError("--heatmaps adds heat maps to --dicom-out; give --dicom-out DIR too")
+    _check_heatmaps(model, args)
     predictor = Predictor.load(model, args.engine, refuse=not args.no_refuse)
     if predictor.meta.gate is None:
         print(f"pneumoscan: note: {NO_GATE}", file=sys.stderr)
@@ -372,17 +383,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"pneumoscan: {outside} of {len(results)} images are not chest films the model can judge: {what}",
             file=sys.stderr,
         )
+    if args.dicom_out:
+        _write_dicom_out(predictor, results, args)
     return 0 if len(failed) < len(results) else 2
 
 
-def _print_predictions(rows: list[dict], args: argparse.Namespace) -> None:
+def _write_dicom_out(predictor, results: list, args: argparse.Namespace) -> None:
+    from pneumoscan.pacs.files import write_dicom_results
+
+    files, not_dicom = write_dicom_results(predictor, results, args.dicom_out, heatmaps=args.heatmaps)
+    for message in not_dicom:
+        print(f"pneumoscan: warning: {message}", file=sys.stderr)
+    print(f"DICOM results: {len(files)} files in {args.dicom_out}", file=sys.stderr)
+
+
+def _write_table(rows: list[dict], args: argparse.Namespace) -> bool:
+    """Print ``rows`` as JSON lines (``--json``) or write them as CSV (``--csv``); False if neither."""
     import pandas as pd
 
-    table = pd.DataFrame(rows)
     if args.json:
         for row in rows:
             print(json.dumps(row))
     elif args.csv:
+        table = pd.DataFrame(rows)
         if args.csv == "-":
             print(table.to_csv(index=False), end="")
         else:
@@ -390,7 +413,14 @@ def _print_predictions(rows: list[dict], args: argparse.Namespace) -> None:
 
             atomic_write_text(args.csv, table.to_csv(index=False))
             print(f"wrote {len(rows)} rows to {args.csv}")
-    else:
+    return bool(args.json or args.csv)
+
+
+def _print_predictions(rows: list[dict], args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    if not _write_table(rows, args):
+        table = pd.DataFrame(rows)
         ok = table[table["error"] == ""]
         if len(ok):
             print(PREDICT_HEADER)
@@ -401,6 +431,101 @@ def _print_predictions(rows: list[dict], args: argparse.Namespace) -> None:
             probability = "          -" if pd.isna(row.probability) else f"{row.probability:11.4f}"
             label = "REFUSED" if row.refused else row.label
             print(f"{probability}  {label:<9}  {row.path}{note}")
+
+
+def _add_pacs(sub: argparse._SubParsersAction) -> None:
+    from pneumoscan.data.imageio import CHEST_MODALITIES
+
+    p = sub.add_parser(
+        "pacs",
+        help="predict studies of a PACS (DICOMweb) and store the results back",
+        description="Retrieve chest films from a DICOMweb archive, predict them and store into the same "
+        "study a DICOM SR with the result (and with --heatmaps a Secondary Capture of the heat map). "
+        "Running it again stores nothing twice.",
+    )
+    p.add_argument("--url", required=True, help="DICOMweb root, e.g. http://localhost:8042/dicom-web")
+    p.add_argument("--user", help="login for the archive (HTTP basic authentication)")
+    p.add_argument(
+        "--password", help="password for --user (default: the PNEUMOSCAN_PACS_PASSWORD environment variable)"
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--study", action="append", metavar="UID", help="a Study Instance UID (repeatable)")
+    which.add_argument(
+        "--since", metavar="TIME", help="all studies from this date/time on, e.g. 2024-05-01T08:00"
+    )
+    p.add_argument(
+        "--modality",
+        default=",".join(CHEST_MODALITIES),
+        help="with --since: modalities in the study (default: %(default)s)",
+    )
+    p.add_argument("--model", help="model file (default: the bundled model)")
+    p.add_argument("--engine", choices=["torch", "onnx"], help=ENGINE_HELP)
+    p.add_argument("--heatmaps", action="store_true", help="also store a Secondary Capture of the heat map")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--csv", metavar="FILE", help="write a CSV table ('-' for stdout)")
+    out.add_argument("--json", action="store_true", help="print JSON lines")
+
+
+def _check_heatmaps(model: str | None, args: argparse.Namespace) -> None:
+    from pneumoscan.model_source import resolve_model
+
+    if args.heatmaps and resolve_model(model, args.engine).engine == "onnx":
+        raise PneumoscanError("--heatmaps needs the torch engine (a .safetensors model, not --engine onnx)")
+
+
+def _since(value: str):
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise PneumoscanError(f"--since {value}: not a date/time; give e.g. 2024-05-01T08:00") from None
+
+
+def cmd_pacs(args: argparse.Namespace) -> int:
+    from pneumoscan.pacs.archive import Archive
+    from pneumoscan.pacs.run import process_study
+    from pneumoscan.predict import Predictor
+
+    _check_heatmaps(args.model, args)
+    password = args.password if args.password is not None else os.environ.get("PNEUMOSCAN_PACS_PASSWORD")
+    archive = Archive(args.url, args.user, password)
+    if args.since:
+        modalities = [m.strip().upper() for m in args.modality.split(",") if m.strip()]
+        studies = archive.find_studies(_since(args.since), modalities)
+        print(f"pneumoscan: {len(studies)} studies since {args.since}", file=sys.stderr)
+    else:
+        studies = args.study
+    predictor = Predictor.load(args.model, args.engine)
+    results = []
+    for study in studies:
+        for result in process_study(archive, predictor, study, heatmaps=args.heatmaps):
+            results.append(result)
+            if not (args.csv or args.json):
+                print(_instance_line(result), flush=True)
+            if result.error:
+                print(f"pneumoscan: skipped {result.error}", file=sys.stderr)
+    _write_table([r.as_dict() for r in results], args)
+    failed = sum(1 for r in results if r.error)
+    stored = sum(1 for r in results if r.status.startswith("stored"))
+    print(
+        f"pneumoscan: {len(results)} instances: {stored} stored, "
+        f"{len(results) - stored - failed} already stored, {failed} skipped",
+        file=sys.stderr,
+    )
+    return 2 if results and failed == len(results) else 0
+
+
+def _instance_line(result) -> str:
+    """One stdout line per archive instance: probability, label, study/instance UIDs and what was done."""
+    prediction = result.prediction
+    where = f"{result.study_uid}/{result.sop_uid}"
+    if prediction is None:
+        status = f"skipped ({result.modality or 'no modality'})" if result.error else result.status
+        return f"{'-':>8}  {'-':<9}  {where}  {status}"
+    probability = f"{prediction.probability:8.4f}" if prediction.probability is not None else f"{'-':>8}"
+    label = "REFUSED" if prediction.refused else prediction.label or "-"
+    return f"{probability}  {label:<9}  {where}  {result.status}"
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
@@ -633,6 +758,7 @@ COMMANDS = {
     "evaluate": (_add_evaluate, cmd_evaluate),
     "calibrate": (_add_calibrate, cmd_calibrate),
     "predict": (_add_predict, cmd_predict),
+    "pacs": (_add_pacs, cmd_pacs),
     "info": (_add_info, cmd_info),
     "export": (_add_export, cmd_export),
     "serve": (_add_serve, cmd_serve),

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from pneumoscan.config import PreprocessConfig
-from pneumoscan.data.imageio import DecodedImage, read_image
+from pneumoscan.data.imageio import DecodedImage, read_image, read_image_bytes
 from pneumoscan.sanity import check_radiograph, input_refusals
 
 
@@ -70,6 +70,11 @@ def read_for_model(
     ``accept_refused``: decode DICOM files whose header refuses them too (see ``read_image``).
     """
     return read_image(path, min_side=source_side(cfg), accept_refused=accept_refused)
+
+
+def read_bytes_for_model(data: bytes, name: str, cfg: PreprocessConfig) -> DecodedImage:
+    """:func:`read_for_model` of a file held in memory (e.g. retrieved from an archive)."""
+    return read_image_bytes(data, name, min_side=source_side(cfg))
 
 
 def load_prepared(path: str | os.PathLike[str], cfg: PreprocessConfig) -> np.ndarray:

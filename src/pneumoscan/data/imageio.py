@@ -13,10 +13,11 @@ full precision. Multi-page TIFF/GIF files give their first page.
 
 DICOM images: the modality LUT (rescale slope/intercept) is applied, then the VOI LUT or window
 centre/width when the file has one; otherwise 8-bit data is scaled by its nominal range and deeper
-data by its own minimum and maximum. MONOCHROME1 is inverted to look like MONOCHROME2. Multi-frame
-files, files without pixel data and compressed transfer syntaxes with no installed decoder are refused;
-a compressed frame is measured from its own codestream header (not only the DICOM header) before it is
-decoded.
+data by its own minimum and maximum. MONOCHROME1, and a Presentation LUT Shape of INVERSE, are
+inverted to look like MONOCHROME2. Multi-frame files, files without pixel data and compressed transfer
+syntaxes with no installed decoder are refused; JPEG Lossless, JPEG 2000 and RLE decode through the
+pylibjpeg plugins of the ``pneumoscan[dicom]`` extra. A compressed frame is measured from
+its own codestream header (not only the DICOM header) before it is decoded.
 
 Files: only regular files up to :data:`MAX_FILE_BYTES` are read (never a FIFO or a device). JPEGs whose
 entropy-coded data is cut short (even when an end-of-image marker was appended, which libjpeg would
@@ -44,8 +45,14 @@ import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
+from pydicom.filereader import read_file_meta_info
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    MediaStorageDirectoryStorage,
+)
 
 from pneumoscan.errors import (
     ImageReadError,
@@ -98,12 +105,25 @@ class DecodedImage:
 
 
 def is_image_file(path: str | os.PathLike[str]) -> bool:
-    """Whether a folder scan should pick up ``path``: a supported suffix and not a hidden file.
+    """Whether a folder scan should pick up ``path``: not a hidden file, and a supported suffix or DICOM.
 
     Hidden files are skipped because archives made on macOS carry ``._name.jpeg`` resource forks.
+    Files with any other name are looked into: PACS exports and DICOMDIR media name their films
+    ``IM000001`` or after their UID (``1.2.840....3``), so a DICOM image is found by its content.
     """
     name = Path(path).name
-    return not name.startswith(".") and Path(name).suffix.lower() in SUPPORTED_SUFFIXES
+    if name.startswith("."):
+        return False
+    return Path(name).suffix.lower() in SUPPORTED_SUFFIXES or _is_dicom_image_file(path)
+
+
+def _is_dicom_image_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` starts like a DICOM file (``DICM`` at byte 128) and is not a DICOMDIR index."""
+    try:
+        meta = read_file_meta_info(path)  # reads the 132-byte preamble first, refusing non-DICOM files
+    except Exception:  # not DICOM, unreadable or damaged: not picked up by a folder scan
+        return False
+    return meta.get("MediaStorageSOPClassUID") != MediaStorageDirectoryStorage
 
 
 def find_image_files(folder: str | os.PathLike[str]) -> Iterator[Path]:
@@ -130,7 +150,7 @@ def find_image_files(folder: str | os.PathLike[str]) -> Iterator[Path]:
         for entry in entries:
             if entry.is_dir():
                 pending.append(Path(entry.path))
-            elif entry.is_file() and is_image_file(entry.name):
+            elif entry.is_file() and is_image_file(entry.path):
                 yield Path(entry.path)
 
 
@@ -531,7 +551,17 @@ def _monochrome_to_unit(
         unit = _normalise(values, *_modality_output_range(dataset, bits_stored))
     else:
         unit = _normalise(values, float(values.min()), float(values.max()))
-    return 1.0 - unit if photometric == "MONOCHROME1" else unit
+    return 1.0 - unit if _shown_inverted(dataset, photometric) else unit
+
+
+def _shown_inverted(dataset: Dataset, photometric: str) -> bool:
+    """Whether the film is displayed inverted: MONOCHROME1, or a Presentation LUT Shape of INVERSE.
+
+    A MONOCHROME1 film with INVERSE is inverted once: the DX and mammography IODs require that
+    pairing, where INVERSE restates MONOCHROME1's own inversion rather than adding another.
+    """
+    inverse = str(dataset.get("PresentationLUTShape") or "").strip().upper() == "INVERSE"
+    return photometric == "MONOCHROME1" or inverse
 
 
 def _uses_voi_lut_sequence(dataset: Dataset) -> bool:

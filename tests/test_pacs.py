@@ -1,0 +1,336 @@
+"""`pneumoscan pacs` against a real Orthanc (DICOMweb plugin) on loopback, and `predict --dicom-out`.
+
+The SR and SC objects are checked with dciodvfy (dicom3tools), the reference IOD validator.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import requests
+from dicom_factory import CT_IMAGE, study_header, write_compressed_dicom, write_dicom
+from pydicom.dataset import Dataset
+from pydicom.uid import JPEG2000Lossless, generate_uid
+
+from pneumoscan.cli import main
+from pneumoscan.synthetic import synthetic_film
+
+pytest.importorskip("highdicom")
+pytest.importorskip("dicomweb_client")
+
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+USER, PASSWORD = "tester", "secret-word"
+PROBABILITY, THRESHOLD = ("122157", "DCM"), ("122411", "DCM")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh Orthanc with DICOMweb and a login, on a free loopback port; yields its REST root URL."""
+    if shutil.which("Orthanc") is None or not DICOMWEB_PLUGIN.exists():
+        pytest.skip(
+            "Orthanc with its DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb)"
+        )
+    root = tmp_path_factory.mktemp("orthanc")
+    port = _free_port()
+    config = {
+        "Name": "pneumoscan-test",
+        "StorageDirectory": str(root / "db"),
+        "IndexDirectory": str(root / "db"),
+        "HttpPort": port,
+        "DicomServerEnabled": False,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": True,
+        "RegisteredUsers": {USER: PASSWORD},
+        "Plugins": [str(DICOMWEB_PLUGIN)],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+    }
+    (root / "orthanc.json").write_text(json.dumps(config))
+    log = (root / "orthanc.log").open("w")
+    process = subprocess.Popen(["Orthanc", str(root / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if requests.get(f"{url}/system", auth=(USER, PASSWORD), timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if process.poll() is not None:
+                pytest.fail(f"Orthanc exited: {(root / 'orthanc.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        else:
+            pytest.fail("Orthanc did not start within 20 s")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def _film(path: Path, pneumonia: bool, header: dict[str, object]) -> Path:
+    """A 12-bit DX chest film from the synthetic generator the test model was trained on."""
+    pixels = synthetic_film(np.random.default_rng(7 + pneumonia), pneumonia).astype(np.uint16) * 16
+    return write_dicom(path, pixels, bits_stored=12, header=header)
+
+
+@pytest.fixture(scope="module")
+def study(orthanc: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Path]]:
+    """Upload a study of two DX films, a blank DX the model refuses, a CT slice and a DX with
+    undecodable JPEG 2000 data.
+
+    Returns the Study Instance UID and the local copies of the films by SOP Instance UID.
+    """
+    folder = tmp_path_factory.mktemp("study")
+    uid = generate_uid()
+    films = {
+        "normal": _film(folder / "normal.dcm", False, study_header(uid, 1)),
+        "pneumonia": _film(folder / "pneumonia.dcm", True, study_header(uid, 2)),
+    }
+    blank = write_dicom(folder / "blank.dcm", np.zeros((96, 96), np.uint16), header=study_header(uid, 5))
+    ct_pixels = np.full((32, 32), 1000, np.uint16)
+    ct = write_dicom(
+        folder / "ct.dcm", ct_pixels, header=study_header(uid, 3, Modality="CT", SOPClassUID=CT_IMAGE)
+    )
+    broken = write_compressed_dicom(
+        folder / "broken.dcm", JPEG2000Lossless, b"not a jpeg 2000 stream" * 4, header=study_header(uid, 4)
+    )
+    for path in [*films.values(), blank, ct, broken]:
+        response = requests.post(f"{orthanc}/instances", data=path.read_bytes(), auth=(USER, PASSWORD))
+        assert response.ok, response.text
+    return uid, {str(pydicom.dcmread(p).SOPInstanceUID): p for p in films.values()}
+
+
+def _pacs(orthanc: str, *args: str) -> list[str]:
+    return ["pacs", "--url", f"{orthanc}/dicom-web", "--user", USER, "--password", PASSWORD, *args]
+
+
+def _instances(orthanc: str, study_uid: str) -> list[dict]:
+    response = requests.get(f"{orthanc}/studies", auth=(USER, PASSWORD))
+    for orthanc_id in response.json():
+        tags = requests.get(f"{orthanc}/studies/{orthanc_id}", auth=(USER, PASSWORD)).json()
+        if tags["MainDicomTags"]["StudyInstanceUID"] == study_uid:
+            return requests.get(f"{orthanc}/studies/{orthanc_id}/instances", auth=(USER, PASSWORD)).json()
+    return []
+
+
+def _download(orthanc: str, instance: dict) -> Dataset:
+    response = requests.get(f"{orthanc}/instances/{instance['ID']}/file", auth=(USER, PASSWORD))
+    import io
+
+    return pydicom.dcmread(io.BytesIO(response.content))
+
+
+def _numbers(sr: Dataset) -> dict[tuple[str, str], float]:
+    """The NUM content items of an SR by concept code, found anywhere in the content tree."""
+    found: dict[tuple[str, str], float] = {}
+
+    def walk(items) -> None:
+        for item in items:
+            if item.ValueType == "NUM":
+                code = item.ConceptNameCodeSequence[0]
+                found[(code.CodeValue, code.CodingSchemeDesignator)] = float(
+                    item.MeasuredValueSequence[0].NumericValue
+                )
+            walk(item.get("ContentSequence", []))
+
+    walk(sr.ContentSequence)
+    return found
+
+
+def _dciodvfy_errors(dataset: Dataset, folder: Path) -> list[str]:
+    """The error lines dciodvfy prints for ``dataset`` (warnings are allowed)."""
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy is not installed (apt-get install dicom3tools)")
+    path = folder / f"{dataset.SOPInstanceUID}.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+
+
+def _predict_probabilities(model: Path, paths: list[Path], capsys: pytest.CaptureFixture[str]) -> dict:
+    capsys.readouterr()
+    assert main(["predict", str(model), *map(str, paths), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    return {row["path"]: row["probability"] for row in rows}
+
+
+def test_pacs_files_sr_and_heatmap_into_the_study_once(
+    orthanc: str,
+    study: tuple[str, dict[str, Path]],
+    trained_model: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    study_uid, films = study
+    before = len(_instances(orthanc, study_uid))
+    capsys.readouterr()
+    code = main(_pacs(orthanc, "--study", study_uid, "--model", str(trained_model), "--heatmaps"))
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert code == 0, err
+    assert len(lines) == 5, out  # one line per instance: two films, the blank one, the CT, the broken one
+    assert sum("stored SR, SC" in line for line in lines) == 2
+    refused_lines = [line for line in lines if "REFUSED" in line]
+    assert len(refused_lines) == 1 and refused_lines[0].endswith("stored SR")  # an SR, no heat map
+    assert any("skipped (CT)" in line for line in lines)
+    assert "refused: DICOM Modality is CT" in err and "JPEG 2000" in err and "Traceback" not in err
+
+    instances = _instances(orthanc, study_uid)
+    assert len(instances) == before + 5  # an SR and an SC for each of the two films, an SR for the blank
+    datasets = [_download(orthanc, item) for item in instances]
+    reports = [d for d in datasets if d.Modality == "SR"]
+    captures = [d for d in datasets if d.Modality == "OT"]
+    assert len(reports) == 3 and len(captures) == 2
+    expected = _predict_probabilities(trained_model, list(films.values()), capsys)
+    refused = [r for r in reports if PROBABILITY not in _numbers(r)]
+    assert len(refused) == 1 and _dciodvfy_errors(refused[0], tmp_path) == []
+    for report in (r for r in reports if r not in refused):
+        source = report.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+        film = films[str(source.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)]
+        assert report.StudyInstanceUID == study_uid and report.PatientID == "PNEUMO-1"
+        numbers = _numbers(report)
+        assert numbers[PROBABILITY] == pytest.approx(expected[str(film)], abs=1e-9)
+        assert 0 < numbers[THRESHOLD] < 1
+        assert _dciodvfy_errors(report, tmp_path) == []
+    for capture in captures:
+        assert capture.StudyInstanceUID == study_uid and capture.pixel_array.ndim == 3
+        assert _dciodvfy_errors(capture, tmp_path) == []
+
+    # Again, finding the study by date: nothing is retrieved or stored twice.
+    code = main(_pacs(orthanc, "--since", "2024-05-01T08:00", "--model", str(trained_model), "--heatmaps"))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert sum("already stored" in line for line in out.splitlines()) == 2, out
+    assert sum("not judged, nothing stored" in line for line in out.splitlines()) == 1, out
+    assert len(_instances(orthanc, study_uid)) == before + 5
+
+
+def test_pacs_csv_lists_every_instance(
+    orthanc: str, study: tuple[str, dict[str, Path]], trained_model: Path, tmp_path: Path
+) -> None:
+    study_uid, _ = study
+    table = tmp_path / "results.csv"
+    args = _pacs(orthanc, "--study", study_uid, "--model", str(trained_model), "--csv", str(table))
+    assert main(args) == 0
+    import pandas as pd
+
+    rows = pd.read_csv(table, keep_default_na=False)
+    assert len(rows) == 5 and set(rows["modality"]) == {"DX", "CT"}
+    assert {"probability", "label", "threshold", "error", "status"} <= set(rows.columns)
+    assert (rows["error"] != "").sum() == 2
+
+
+def test_pacs_since_finds_no_later_study(
+    orthanc: str, study: tuple[str, dict[str, Path]], trained_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(_pacs(orthanc, "--since", "2030-01-01", "--model", str(trained_model))) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and "0 studies since 2030-01-01" in err
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("wrong path", "HTTP 404"),
+        ("refused", "connection refused"),
+        ("no login", "HTTP 401"),
+        ("wrong password", "HTTP 401"),
+        ("not a URL", "not a DICOMweb URL"),
+        ("unknown study", "not found"),
+    ],
+)
+def test_pacs_archive_problems_give_one_line(
+    orthanc: str, trained_model: Path, capsys: pytest.CaptureFixture[str], kind: str, expected: str
+) -> None:
+    url, login = f"{orthanc}/dicom-web", ["--user", USER, "--password", PASSWORD]
+    if kind == "wrong path":
+        url = f"{orthanc}/no-such-root"
+    elif kind == "refused":
+        url = f"http://127.0.0.1:{_free_port()}/dicom-web"
+    elif kind == "no login":
+        login = []
+    elif kind == "wrong password":
+        login = ["--user", USER, "--password", "wrong"]
+    elif kind == "not a URL":
+        url = "localhost:8042/dicom-web"
+    study = "1.2.3.4" if kind == "unknown study" else generate_uid()
+    code = main(["pacs", "--url", url, *login, "--study", study, "--model", str(trained_model)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("pneumoscan: error: ") and expected in err, err
+
+
+def test_predict_dicom_out_writes_valid_sr_and_capture(
+    trained_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    film = _film(tmp_path / "film.dcm", True, study_header(generate_uid(), 1))
+    jpeg = tmp_path / "photo.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(jpeg)
+    out = tmp_path / "dicom-out"
+    args = [
+        "predict",
+        str(trained_model),
+        str(film),
+        str(jpeg),
+        "--json",
+        "--dicom-out",
+        str(out),
+        "--heatmaps",
+    ]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    probability = {
+        json.loads(line)["path"]: json.loads(line)["probability"] for line in captured.out.splitlines()
+    }
+    assert f"{jpeg}: not a DICOM file" in captured.err and "DICOM results: 2 files" in captured.err
+    written = [pydicom.dcmread(path) for path in sorted(out.iterdir())]
+    report = next(d for d in written if d.Modality == "SR")
+    assert _numbers(report)[PROBABILITY] == pytest.approx(probability[str(film)], abs=1e-9)
+    for dataset in written:
+        assert _dciodvfy_errors(dataset, tmp_path) == []
+    # The same film and model give the same files: a second run replaces them.
+    assert main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{d.SOPInstanceUID}.dcm" for d in written)
+
+
+def test_sr_of_a_refused_film_says_not_judged(trained_model: Path, tmp_path: Path) -> None:
+    from pneumoscan.pacs.results import result_sr
+    from pneumoscan.predict import Prediction, Predictor
+
+    meta = Predictor.load(trained_model).meta
+    source = pydicom.dcmread(_film(tmp_path / "knee.dcm", False, study_header(generate_uid(), 1)))
+    prediction = Prediction("knee.dcm", 0.4, None, meta.threshold, refused=True, refusal_reason="no chest")
+    report = result_sr(source, prediction, meta)
+    texts, codes = [], []
+
+    def walk(items) -> None:
+        for item in items:
+            texts.append(str(item.get("TextValue", "")))
+            codes.extend(str(c.CodeMeaning) for c in item.get("ConceptCodeSequence", []))
+            walk(item.get("ContentSequence", []))
+
+    walk(report.ContentSequence)
+    assert "not judged: no chest" in texts and "Indeterminate" in codes
+    assert PROBABILITY not in _numbers(report) and THRESHOLD in _numbers(report)
+    assert _dciodvfy_errors(report, tmp_path) == []
