@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from pneumoscan.cli import COMMANDS
-from pneumoscan.predict import bundled_model_path
+from pneumoscan.model_source import bundled_model_path
 from pneumoscan.synthetic import synthetic_film
 
 STARTUP_SECONDS = 120.0

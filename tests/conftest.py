@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 # One OpenMP thread per process: the suite runs many small trainings on a 2-core machine, where
 # torch's spinning worker threads cost far more than they give (measured: 243 s -> 70 s).
@@ -56,3 +61,26 @@ def trained_model(synthetic_data: Path, tmp_path_factory: pytest.TempPathFactory
     )
     assert result.model_path is not None
     return result.model_path
+
+
+@contextmanager
+def served_on_loopback(app: Any) -> Iterator[int]:
+    """``app`` served by uvicorn in a thread on 127.0.0.1 at a free port (yielded), stopped afterwards."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            threading.Event().wait(0.05)
+        assert server.started, "uvicorn did not start"
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import io
 import re
-import socket
-import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 import pytest
-import uvicorn
+from conftest import served_on_loopback
 from PIL import Image
 
 from pneumoscan.predict import Predictor
@@ -47,32 +47,16 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def server_url(trained_model: Path) -> Iterator[str]:
     """The app on 127.0.0.1 at a free port, served by uvicorn in a thread."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(create_app(Predictor.load(trained_model)), log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            threading.Event().wait(0.05)
-        assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with served_on_loopback(create_app(Predictor.load(trained_model))) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
-def test_upload_shows_probability_and_heatmap(server_url: str, tmp_path: Path) -> None:
-    from playwright.sync_api import Route, expect, sync_playwright
+@contextmanager
+def offline_page(tmp_path: Path) -> Iterator[Any]:
+    """A Chromium page that may reach 127.0.0.1 only; after the block, it must have tried nothing else
+    and logged no error."""
+    from playwright.sync_api import Route, sync_playwright
 
-    image = tmp_path / "chest.png"
-    Image.fromarray(synthetic_film(np.random.default_rng(3), True, size=256)).save(image)
-    photo = tmp_path / "holiday.png"
-    Image.fromarray(np.random.default_rng(4).integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(photo)
     foreign: list[str] = []
     problems: list[str] = []
 
@@ -92,38 +76,59 @@ def test_upload_shows_probability_and_heatmap(server_url: str, tmp_path: Path) -
             page = context.new_page()
             page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
             page.on("pageerror", lambda exc: problems.append(str(exc)))
-            page.goto(server_url + "/")
-            expect(page.locator("#limits li").first).to_contain_text("pediatric")
-            page.set_input_files("#file", image)
-            result = page.locator(".result").first
-            expect(result.locator(".probability")).to_have_text(PERCENT, timeout=30_000)
-            expect(result.locator(".label")).to_have_text(LABEL)
-            overlay = result.locator("img.overlay")
-            expect(overlay).to_be_visible()
-            assert overlay.evaluate("img => img.complete && img.naturalHeight") == 256
-            assert "chest.png" in result.locator(".name").inner_text()
-            result.locator("button.enlarge").click()  # full size, next to the film
-            viewer = page.locator("#viewer")
-            expect(viewer).to_be_visible()
-            for side in ("#viewer-film", "#viewer-overlay"):
-                expect(page.locator(side)).to_be_visible()
-                assert page.locator(side).evaluate("img => img.complete && img.naturalHeight") == 256
-                assert page.locator(side).evaluate("img => img.getBoundingClientRect().height") > 250
-            film_box = page.locator("#viewer-film").bounding_box()
-            overlay_box = page.locator("#viewer-overlay").bounding_box()
-            assert film_box and overlay_box and overlay_box["x"] >= film_box["x"] + film_box["width"]
-            page.set_input_files("#file", photo)
-            refusal = page.locator(".result .refusal").first
-            expect(refusal.locator(".refusal-title")).to_have_text(
-                "Not a chest X-ray this model can judge", timeout=30_000
-            )
-            expect(refusal.locator(".refusal-reason")).to_contain_text("colour")
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            page.screenshot(path=SCREENSHOT, full_page=True)
-            page.locator("#viewer-close").click()
-            expect(viewer).to_be_hidden()
+            yield page
         finally:
             context.close()
     assert foreign == [], f"the page tried to reach other hosts: {foreign}"
     assert problems == [], f"errors in the page: {problems}"
+
+
+def test_upload_shows_probability_and_heatmap(server_url: str, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    image = tmp_path / "chest.png"
+    Image.fromarray(synthetic_film(np.random.default_rng(3), True, size=256)).save(image)
+    photo = tmp_path / "holiday.png"
+    Image.fromarray(np.random.default_rng(4).integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(photo)
+    with offline_page(tmp_path) as page:
+        page.goto(server_url + "/")
+        expect(page.locator("#limits li").first).to_contain_text("pediatric")
+        page.set_input_files("#file", image)
+        result = page.locator(".result").first
+        expect(result.locator(".probability")).to_have_text(PERCENT, timeout=30_000)
+        expect(result.locator(".label")).to_have_text(LABEL)
+        overlay = result.locator("img.overlay")
+        expect(overlay).to_be_visible()
+        assert overlay.evaluate("img => img.complete && img.naturalHeight") == 256
+        assert "chest.png" in result.locator(".name").inner_text()
+        result.locator("button.enlarge").click()  # full size, next to the film
+        viewer = page.locator("#viewer")
+        expect(viewer).to_be_visible()
+        for side in ("#viewer-film", "#viewer-overlay"):
+            expect(page.locator(side)).to_be_visible()
+            assert page.locator(side).evaluate("img => img.complete && img.naturalHeight") == 256
+            assert page.locator(side).evaluate("img => img.getBoundingClientRect().height") > 250
+        film_box = page.locator("#viewer-film").bounding_box()
+        overlay_box = page.locator("#viewer-overlay").bounding_box()
+        assert film_box and overlay_box and overlay_box["x"] >= film_box["x"] + film_box["width"]
+        page.set_input_files("#file", photo)
+        refusal = page.locator(".result .refusal").first
+        expect(refusal.locator(".refusal-title")).to_have_text(
+            "Not a chest X-ray this model can judge", timeout=30_000
+        )
+        expect(refusal.locator(".refusal-reason")).to_contain_text("colour")
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=SCREENSHOT, full_page=True)
+        page.locator("#viewer-close").click()
+        expect(viewer).to_be_hidden()
     assert Image.open(io.BytesIO(SCREENSHOT.read_bytes())).size[0] > 0
+
+
+def test_api_docs_render_offline(server_url: str, tmp_path: Path) -> None:
+    """/docs draws the API from this server's files alone, under its Content-Security-Policy."""
+    from playwright.sync_api import expect
+
+    with offline_page(tmp_path) as page:
+        page.goto(server_url + "/docs")
+        expect(page.locator(".opblock-summary-path").first).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("/v1/predict", exact=True)).to_be_visible()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -214,3 +217,40 @@ def test_store_replaced_by_another_process_after_we_read_its_index(
     result = load_cached(films, CFG, tmp_path / "cache", progress=False)
     assert raced and result.paths == films
     assert_aligned(result)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 192 KiB tmpfs: a real file system that runs out of space (needs the right to mount)."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_cache_on_a_full_disk_is_a_one_line_error(tmp_path: Path, small_disk: Path) -> None:
+    """Before the space was reserved, writing into the memory-mapped file killed the process (SIGBUS)."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    paths = [str(write_film(folder / f"f{i}.png", i, size=16)) for i in range(80)]  # 80 x 64 KiB > 192 KiB
+    code = (
+        "import sys; from pneumoscan.config import PreprocessConfig\n"
+        "from pneumoscan.data.cache import load_cached; from pneumoscan.errors import PneumoscanError\n"
+        "cfg = PreprocessConfig(image_size=256, channels=1)\n"
+        "try:\n"
+        f"    load_cached({paths!r}, cfg, {str(small_disk)!r}, False)\n"
+        "except PneumoscanError as exc:\n"
+        "    print(exc); sys.exit(2)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])  # -7 was SIGBUS
+    [line] = done.stdout.splitlines()
+    assert "no space left for the image cache" in line and "PNEUMOSCAN_CACHE" in line
+    assert not list(small_disk.rglob("pixels-*.npy"))  # no partial file left behind

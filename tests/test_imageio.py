@@ -14,18 +14,19 @@ from dicom_factory import write_compressed_dicom, write_dicom
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels import convert_color_space, get_decoder
-from pydicom.uid import JPEG2000Lossless, JPEGLSLossless
+from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, JPEGLSLossless
 
 from pneumoscan.data import imageio
 from pneumoscan.data.imageio import (
     MAX_PIXELS,
     SUPPORTED_SUFFIXES,
     DecodedImage,
+    decoded_size,
     is_image_file,
     read_image,
     read_image_bytes,
 )
-from pneumoscan.errors import ImageReadError
+from pneumoscan.errors import ImageReadError, ImageTooLargeError, UnsupportedImageError
 
 
 def gradient(height: int = 48, width: int = 64) -> np.ndarray:
@@ -309,10 +310,22 @@ def test_large_dicom_refused_before_decoding(tmp_path: Path) -> None:
     assert "64x48 pixels, above the 1000-pixel limit; downscale it first" in message
 
 
-def _valid_jpeg() -> bytes:
+def _valid_jpeg(progressive: bool = False) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(gradient(128, 128)).save(buffer, "JPEG")
+    Image.fromarray(gradient(128, 128)).save(buffer, "JPEG", progressive=progressive)
     return buffer.getvalue()
+
+
+def _noisy_jpeg(side: int = 256, progressive: bool = False) -> bytes:
+    noise = np.random.default_rng(0).integers(0, 256, (side, side), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, "JPEG", quality=90, progressive=progressive)
+    return buffer.getvalue()
+
+
+def _cut_and_closed(data: bytes) -> bytes:
+    """The first half of a JPEG with an end-of-image marker appended: libjpeg pads the rest with grey."""
+    return data[: len(data) // 2] + b"\xff\xd9"
 
 
 BAD_FILES: dict[str, tuple[Callable[[Path], Path], str]] = {
@@ -327,6 +340,15 @@ BAD_FILES: dict[str, tuple[Callable[[Path], Path], str]] = {
         lambda tmp: _write(tmp / "cut.jpeg", _valid_jpeg()[: len(_valid_jpeg()) // 2]),
         "truncated or corrupt",
     ),
+    "jpeg cut and closed with an end marker": (
+        lambda tmp: _write(tmp / "cut.jpeg", _cut_and_closed(_noisy_jpeg())),
+        "truncated or corrupt (Corrupt JPEG data: premature end of data segment)",
+    ),
+    "progressive jpeg cut and closed": (
+        lambda tmp: _write(tmp / "cut.jpeg", _cut_and_closed(_noisy_jpeg(progressive=True))),
+        "truncated or corrupt",
+    ),
+    "fifo": (lambda tmp: _fifo(tmp / "pipe.jpeg"), "is not a regular file"),
     "truncated dicom": (
         lambda tmp: _write(tmp / "cut.dcm", write_dicom(tmp / "x.dcm", gradient()).read_bytes()[:-100]),
         "DICOM pixel data cannot be decoded",
@@ -348,10 +370,62 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)  # a plain open() would wait here forever for a writer
+    return path
+
+
 @pytest.mark.parametrize("case", BAD_FILES)
 def test_bad_files_refused_with_one_line(tmp_path: Path, case: str) -> None:
     make, expected = BAD_FILES[case]
     assert expected in refused(make(tmp_path))
+
+
+def test_complete_jpegs_pass_the_truncation_check(tmp_path: Path) -> None:
+    for progressive in (False, True):
+        data = _noisy_jpeg(progressive=progressive)
+        assert read_image_bytes(data, "whole.jpeg").pixels.shape == (256, 256)
+
+
+def test_device_and_oversized_files_refused_without_reading_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(UnsupportedImageError, match="is not a regular file"):
+        read_image("/dev/zero")
+    sparse = tmp_path / "huge.jpeg"
+    with sparse.open("wb") as handle:
+        handle.truncate(3 * 2**30)  # 3 GiB of nothing, as a probe would send
+    monkeypatch.setattr(imageio, "MAX_FILE_BYTES", 2**20)
+    with pytest.raises(ImageTooLargeError, match=r"huge\.jpeg: file is 3072 MiB, over the 1 MiB limit"):
+        read_image(sparse)
+
+
+def test_error_classes_say_what_went_wrong(tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedImageError):
+        read_image_bytes(b"patient notes\n" * 20, "notes.jpeg")
+    with pytest.raises(ImageTooLargeError):
+        read_image_bytes(_valid_jpeg(), "big.jpeg", max_pixels=100)
+    with pytest.raises(ImageReadError) as caught:
+        read_image_bytes(_cut_and_closed(_noisy_jpeg()), "cut.jpeg")
+    assert type(caught.value) is ImageReadError
+    assert caught.value.__cause__ is not None  # --debug shows the library's own error
+
+
+def test_dicom_frame_is_measured_by_its_own_header(tmp_path: Path) -> None:
+    """A small DICOM header wrapping a large JPEG frame is refused before the frame is decoded."""
+    frame = _valid_jpeg()  # 128 x 128
+    path = write_compressed_dicom(tmp_path / "wrapped.dcm", JPEGBaseline8Bit, frame, rows=64, columns=64)
+    with pytest.raises(ImageTooLargeError, match="128x128 pixels, above the 10000-pixel limit"):
+        read_image(path, max_pixels=10_000)
+    assert "frame is 128x128 pixels but its header says 64x64" in refused(path)
+
+
+def test_decoded_size_reads_headers_only(tmp_path: Path) -> None:
+    big = _noisy_jpeg(1024)
+    assert decoded_size(big) == (1024, 1024)
+    assert decoded_size(big, min_side=200) == (256, 256)  # JPEG draft scale, as read_image decodes it
+    assert decoded_size(write_dicom(tmp_path / "x.dcm", gradient()).read_bytes()) == (64, 48)
+    assert decoded_size(b"not an image") == (0, 0)
 
 
 def test_image_above_max_pixels_refused(tmp_path: Path) -> None:
@@ -379,11 +453,11 @@ def test_pillow_decompression_bomb_check_becomes_read_error(
 def test_unreadable_file_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: OSError, expected: str
 ) -> None:
-    def failing_open(*args: object, **kwargs: object) -> None:
+    def failing_read(*args: object, **kwargs: object) -> None:
         raise error
 
     path = save(Image.fromarray(gradient()), tmp_path / "locked.png")
-    monkeypatch.setattr(imageio, "open", failing_open, raising=False)  # chmod 0 does not stop root
+    monkeypatch.setattr(imageio, "read_regular_file", failing_read)  # chmod 0 does not stop root
     assert expected in refused(path)
 
 

@@ -138,6 +138,23 @@ def test_cli_predict_and_evaluate_with_onnx(
     assert "accuracy" in capsys.readouterr().out.lower()
 
 
+def test_the_engine_comes_from_the_model_file(
+    onnx_model: Path, synthetic_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = next((synthetic_data / "test").rglob("*.jpeg"))
+    assert main(["predict", str(onnx_model), str(image), "--json"]) == 0  # no --engine needed
+    [row] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["probability"] == pytest.approx(
+        Predictor.load(onnx_model, engine="onnx").predict_files([image])[0].probability
+    )
+    assert main(["info", str(onnx_model)]) == 0
+    assert json.JSONDecoder().raw_decode(capsys.readouterr().out)[0]["format"] == "pneumoscan-model"
+    assert main(["predict", "--engine", "torch", str(onnx_model), str(image)]) == 2
+    assert "runs on the onnx engine" in capsys.readouterr().err
+    assert main(["export", str(onnx_model), str(onnx_model.with_name("again.onnx"))]) == 2
+    assert "already an ONNX file" in capsys.readouterr().err
+
+
 @pytest.fixture(params=["no-metadata", "damaged", "safetensors"])
 def bad_model(
     request: pytest.FixtureRequest, onnx_model: Path, trained_model: Path, tmp_path: Path

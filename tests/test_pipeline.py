@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -167,7 +170,6 @@ def test_cli_train_writes_a_complete_run_dir(cli_run: tuple[Path, Config]) -> No
     meta, tensors = read_model(run_dir / "model.safetensors")
     assert meta.config == expected and meta.model.options == {"widths": [16, 32, 64]}
     assert tensors["stem.0.0.weight"].shape[0] == 16
-    assert 0 < meta.threshold < 1 and meta.temperature > 0
     history = pd.read_csv(run_dir / "history.csv")
     assert history["epoch"].tolist() == [0, 1, 2, 3]
     assert history[["train_loss", "val_loss", "val_auc", "lr-AdamW"]].notna().all().all()
@@ -329,6 +331,62 @@ def test_predict_with_only_bad_images_fails(
     assert str(bad_images["corrupt"]) in err.splitlines()[0]
 
 
+def test_predict_names_every_kind_of_model(
+    cli_run: tuple[Path, Config], synthetic_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """One model resolver for every command: a checkpoint is refused, ``bundled`` is a model, not an image."""
+    image = str(next((synthetic_data / "test" / "NORMAL").glob("*.jpeg")))
+    checkpoint = str(cli_run[0] / "checkpoints" / "best.ckpt")
+    for args in (
+        ["predict", checkpoint, image],
+        ["predict", "--model", checkpoint, image],
+        ["evaluate", checkpoint, str(synthetic_data), "--quiet"],
+        ["export", checkpoint, str(tmp_path / "m.onnx")],
+        ["info", checkpoint],
+        ["serve", "--model", checkpoint, "--port", "1"],
+    ):
+        code, out, err = run_cli(args, capfd)
+        assert code == 2 and out == "", (args, err)
+        assert_one_error_line(err, checkpoint, "a training checkpoint, not a model file")
+
+    code, out, err = run_cli(["predict", "bundled", image, "--json"], capfd)
+    [row] = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and "error" not in err and row["path"] == image
+    assert row["probability"] == pytest.approx(Predictor.load().predict_files([image])[0].probability)
+
+    code, _, err = run_cli(["predict", str(cli_run[0] / "notes.txt"), image], capfd)
+    assert code == 0 and "notes.txt" in err  # not a model name: an image to skip, with the others predicted
+
+
+def test_predict_keeps_files_whose_names_are_not_utf8(
+    model: Path, synthetic_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "films"
+    folder.mkdir()
+    films = sorted((synthetic_data / "test" / "NORMAL").glob("*.jpeg"))[:3]
+    raw_names = [b"a-film.jpeg", b"b-\xff\xfe-latin1.jpeg", b"c-film.jpeg"]  # the middle one is not UTF-8
+    for film, raw in zip(films, raw_names, strict=True):
+        shutil.copy(film, os.path.join(os.fsencode(folder), raw))
+
+    csv_path = tmp_path / "out.csv"
+    code, out, _ = run_cli(["predict", str(model), str(folder), "--csv", str(csv_path)], capfd)
+    assert code == 0 and "wrote 3 rows" in out
+    table = pd.read_csv(csv_path, encoding_errors="surrogateescape")
+    assert [os.fsencode(Path(p).name) for p in table["path"]] == raw_names  # the names' own bytes
+    assert table["probability"].notna().all()
+
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict", "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "pneumoscan", "predict", str(model), str(folder)],
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    lines = done.stdout.splitlines()[1:]  # under the header line
+    assert [line.rsplit(b"/", 1)[-1] for line in lines] == raw_names
+
+
 @pytest.fixture(scope="module")
 def bad_models(tmp_path_factory: pytest.TempPathFactory, model: Path) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("bad-models")
@@ -352,6 +410,49 @@ def bad_models(tmp_path_factory: pytest.TempPathFactory, model: Path) -> dict[st
         "missing": folder / "missing.safetensors",
         "folder": folder,
     }
+
+
+def test_model_metadata_errors_name_the_field(
+    model: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    meta, tensors = read_model(model)
+    fields = json.loads(meta.model_dump_json())
+    fields["threshold"] = 1.5
+    bad = tmp_path / "bad-threshold.safetensors"
+    save_file(tensors, str(bad), metadata={"pneumoscan": json.dumps(fields)})
+    code, _, err = run_cli(["info", str(bad)], capfd)
+    assert code == 2
+    assert_one_error_line(
+        err, str(bad), "damaged pneumoscan metadata (threshold: Input should be less than 1"
+    )
+
+
+def test_huge_architecture_options_fail_before_anything_is_allocated(model: Path, tmp_path: Path) -> None:
+    """A few-KB file whose options describe a 600 MB network is refused by its shapes, not by the RAM."""
+    meta, tensors = read_model(model)
+    fields = json.loads(meta.model_dump_json())
+    fields["model"]["options"]["widths"] = [2048, 2048]  # about 155 M parameters
+    huge = tmp_path / "huge.safetensors"
+    save_file(tensors, str(huge), metadata={"pneumoscan": json.dumps(fields)})
+
+    def predict_missing_film(model_file: Path) -> tuple[int, int, str]:
+        """Exit status, peak memory (MiB) and stderr of ``predict --model MODEL_FILE missing.jpeg``."""
+        probe = (
+            "import resource; from pneumoscan.cli import main\n"
+            f"code = main(['predict', '--model', {str(model_file)!r}, 'missing.jpeg'])\n"
+            "print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        done = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120
+        )
+        code, peak = map(int, done.stdout.split())
+        return code, peak, done.stderr
+
+    code, peak_mib, err = predict_missing_film(huge)
+    assert code == 2 and "weights do not fit architecture 'pneumo-resnet'" in err, err
+    _, usual_peak_mib, _ = predict_missing_film(model)
+    assert peak_mib < usual_peak_mib + 100  # the 155 M parameters would take 600 MB more
 
 
 @pytest.mark.parametrize(
@@ -386,6 +487,7 @@ def test_wrong_model_file_is_one_line_exit_2(
         (["--set", "train.nosuch=1"], "train.nosuch"),
         (["--set", "preprocess.channels=2"], "preprocess.channels"),
         (["--config", "/no/such/config.json"], "/no/such/config.json"),
+        (["--config", "/dev/zero"], "/dev/zero: not a readable JSON config (not a regular file"),
         (["--recipe", "seed", "--config", "/no/such/config.json"], "not both"),
     ],
 )
@@ -423,7 +525,7 @@ def test_model_metadata_round_trip(model: Path, capfd: pytest.CaptureFixture[str
 
 
 def test_info_shows_the_bundled_model_with_or_without_its_name(capfd: pytest.CaptureFixture[str]) -> None:
-    from pneumoscan.predict import bundled_model_path
+    from pneumoscan.model_source import bundled_model_path
 
     expected = json.loads(read_meta(bundled_model_path()).model_dump_json())
     for args in (["info"], ["info", "bundled"]):

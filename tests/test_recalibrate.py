@@ -19,7 +19,8 @@ from pneumoscan.data.manifest import scan_dataset
 from pneumoscan.engines.onnx_engine import OnnxEngine
 from pneumoscan.evaluation.evaluate import evaluate
 from pneumoscan.model_file import read_meta, read_model
-from pneumoscan.predict import Predictor, bundled_model_path
+from pneumoscan.model_source import bundled_model_path
+from pneumoscan.predict import Predictor
 from pneumoscan.recalibrate import MIN_FILMS_PER_CLASS, content_hash
 from pneumoscan.serve.app import create_app
 from pneumoscan.synthetic import make_synthetic_dataset

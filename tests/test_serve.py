@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import socket
 import struct
 import tempfile
 import threading
@@ -14,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import served_on_loopback
 from dicom_factory import write_dicom
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from pneumoscan.cli import main
 from pneumoscan.predict import Predictor
 from pneumoscan.serve import MAX_FILES
 from pneumoscan.serve.app import create_app
@@ -336,3 +339,147 @@ def test_micro_batcher_runs_one_batch_per_worker_at_once() -> None:
             batcher.close()
 
     assert [float(values[0]) for values in asyncio.run(main())] == [1.0, 0.0]
+
+
+# --- hostile clients ---------------------------------------------------------------------------------
+
+
+def test_security_headers_on_every_response(client: TestClient) -> None:
+    paths = ["/", "/static/app.js", "/health", "/v1/model", "/openapi.json", "/docs", "/nope"]
+    responses = [client.get(path) for path in paths] + [post(client, ("notes.jpeg", b"text" * 10))]
+    for response in responses:
+        assert response.headers["x-content-type-options"] == "nosniff", response.url
+        assert response.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert (
+        client.get("/health").headers["content-security-policy"]
+        == "default-src 'none'; frame-ancestors 'none'"
+    )
+
+
+def test_docs_work_offline(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "http://" not in page.text and "https://" not in page.text  # nothing from a CDN
+    assert "script-src 'self';" in page.headers["content-security-policy"]
+    scripts = [line.split('src="')[1].split('"')[0] for line in page.text.splitlines() if "<script" in line]
+    assert scripts and all("</script>" in line for line in page.text.splitlines() if "<script" in line)
+    for source in [*scripts, "/docs/assets/swagger-ui.css"]:
+        asset = client.get(source)
+        assert asset.status_code == 200 and len(asset.content) > 100, source
+    assert "SwaggerUIBundle" in client.get("/docs/assets/swagger-ui-bundle.js").text
+
+
+def test_host_and_origin_are_checked(predictor: Predictor) -> None:
+    """A DNS-rebinding page names another Host; a cross-origin form POST carries its Origin."""
+    app = create_app(predictor, allowed_hosts=["127.0.0.1", "localhost"])
+    data = encode(film(), "PNG")
+    files = [("files", ("film.png", data, "image/png"))]
+    with TestClient(app, base_url="http://127.0.0.1:8000") as local:
+        assert local.get("/health").status_code == 200
+        rebound = local.get("/health", headers={"host": "attacker.example:8000"})
+        assert rebound.status_code == 421 and "attacker.example" in rebound.json()["detail"]
+        foreign = local.post("/v1/predict", files=files, headers={"origin": "http://attacker.example"})
+        assert foreign.status_code == 403 and "cross-origin" in foreign.json()["detail"]
+        assert local.post("/v1/predict", files=files, headers={"origin": "null"}).status_code == 403
+        same = local.post("/v1/predict", files=files, headers={"origin": "http://127.0.0.1:8000"})
+        assert same.status_code == 200, same.text
+        assert local.post("/v1/predict", files=files).status_code == 200  # curl and scripts send no Origin
+
+
+def test_saved_uploads_folder_is_capped(predictor: Predictor, tmp_path: Path) -> None:
+    data = encode(film(), "PNG")
+    kept = tmp_path / "kept"
+    app = create_app(predictor, save_uploads_dir=kept, save_uploads_max_bytes=len(data) * 3 // 2)
+    with TestClient(app) as client:
+        for name in ("one.png", "two.png"):
+            assert post(client, (name, data)).status_code == 200  # predicted either way
+    assert [p.name.endswith("-one.png") for p in kept.iterdir()] == [True]
+
+
+def test_each_request_has_a_pixel_budget(predictor: Predictor) -> None:
+    """Small files can decode to many pixels; the budget counts them from the headers, before decoding."""
+    app = create_app(predictor, max_request_pixels=20_000)
+    data = encode(film(), "PNG")  # 96 x 96 = 9216 pixels
+    with TestClient(app) as client:
+        assert post(client, ("a.png", data), ("b.png", data)).status_code == 200
+        response = post(client, ("a.png", data), ("b.png", data), ("c.png", data))
+    assert response.status_code == 413
+    assert "over this server's budget of 0.02 million per request" in response.json()["detail"]
+
+
+def test_cut_jpeg_is_refused_by_the_server_too(client: TestClient) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256), dtype=np.uint8)
+    data = encode(noise, "JPEG")
+    response = post(client, ("cut.jpeg", data[: len(data) // 2] + b"\xff\xd9"))
+    assert response.status_code == 400 and "cut.jpeg: image is truncated" in response.json()["detail"]
+
+
+@pytest.fixture
+def live_server(predictor: Predictor) -> Iterator[int]:
+    """One upload in flight at most and a 1 s body timeout, served by uvicorn on 127.0.0.1 (its port)."""
+    with served_on_loopback(create_app(predictor, max_in_flight=1, body_timeout=1.0)) as port:
+        yield port
+
+
+def raw_request(port: int, body: bytes, declared: int) -> socket.socket:
+    """Send an upload's headers and ``body`` (maybe less than the ``declared`` length) and keep waiting."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+    head = (
+        "POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Type: multipart/form-data; boundary=XYZ\r\n"
+        f"Content-Length: {declared}\r\n\r\n"
+    )
+    connection.sendall(head.encode() + body)
+    return connection
+
+
+def read_answer(connection: socket.socket) -> str:
+    """One whole HTTP answer (headers and the body their Content-Length announces)."""
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _content_length(data):
+        chunk = connection.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode()
+
+
+def _content_length(data: bytes) -> int:
+    for line in data.split(b"\r\n\r\n", 1)[0].decode().lower().splitlines():
+        if line.startswith("content-length:"):
+            return int(line.split(":")[1])
+    return 0
+
+
+def test_slow_bodies_time_out_and_work_in_flight_is_capped(live_server: int) -> None:
+    port = live_server
+    start = b'--XYZ\r\nContent-Disposition: form-data; name="files"; filename="x.png"\r\n\r\n'
+    slow = raw_request(port, start, declared=10_000)  # then never sends the rest
+    try:
+        threading.Event().wait(0.3)  # let it take the one slot
+        busy = raw_request(port, start, declared=len(start))
+        answer = read_answer(busy)
+        assert answer.startswith("HTTP/1.1 503") and "retry-after: 1" in answer.lower(), answer
+        busy.close()
+        answer = read_answer(slow)
+        assert answer.startswith("HTTP/1.1 408") and "did not arrive within 1 s" in answer, answer
+    finally:
+        slow.close()
+
+
+def test_serve_port_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--port", "99999"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "pneumoscan: error: --port 99999: a port is a number from 1 to 65535 (0: any free port)"
+    ]
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+    finally:
+        taken.close()
+    [line] = capsys.readouterr().err.splitlines()  # and no "serving on" before it
+    assert line.startswith(f"pneumoscan: error: cannot listen on 127.0.0.1:{port} (Address already in use)")

@@ -34,5 +34,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    """Write ``text`` (UTF-8) to ``path`` atomically.
+
+    File names that are not valid UTF-8 (read from disk as ``os.fsdecode`` does, with
+    ``surrogateescape``) are written back as their original bytes, never an encoding error.
+    """
+    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))

@@ -22,7 +22,7 @@ from pneumoscan.errors import PneumoscanError, PneumoscanWarning
 if TYPE_CHECKING:
     from pneumoscan.model_file import ModelMeta
 
-MODEL_SUFFIXES = (".safetensors", ".onnx")
+ENGINE_HELP = "torch or onnx (default: the one the model file is made for)"
 # predict's plain output: calibrated probability of pneumonia, the label at the model's threshold, the file
 PREDICT_HEADER = f"{'probability':>11}  {'label':<9}  file"
 
@@ -85,8 +85,9 @@ def _train_config(args: argparse.Namespace):
         config = Config.load(args.config)
     elif args.init_from and not args.recipe:
         from pneumoscan.model_file import read_meta
+        from pneumoscan.model_source import resolve_model
 
-        config = read_meta(args.init_from).config or recipe("seed")
+        config = read_meta(resolve_model(args.init_from, "torch").path).config or recipe("seed")
     else:
         config = recipe(args.recipe or "seed")
     flags = {
@@ -182,7 +183,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="write a self-contained HTML report; a bare file name (or none: report.html) goes into --out "
         "when --out is given, a path with a folder is used as it is",
     )
-    p.add_argument("--engine", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--engine", choices=["torch", "onnx"], help=ENGINE_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -192,7 +193,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pneumoscan.evaluation.metrics import format_report
     from pneumoscan.predict import Predictor
 
-    predictor = Predictor.load(_model_path(args.model), args.engine)
+    predictor = Predictor.load(args.model, args.engine)
     result = evaluate(predictor, _data_sources(args), args.split, progress=not args.quiet)
     print(format_report(result.metrics))
     print(f"\nper group, with 95% {result.metrics['bootstrap']['unit']}-bootstrap intervals")
@@ -263,7 +264,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from pneumoscan.recalibrate import recalibrate
 
     result = recalibrate(
-        _model_path(args.model),
+        args.model,
         args.data,
         args.out,
         _calibration_rule(args),
@@ -296,14 +297,14 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
         help="pneumonia probability for images",
-        description="Predict images. The first argument may be a model file (.safetensors/.onnx); "
-        "without one the bundled model is used.",
+        description="Predict images. The first argument may be a model file (.safetensors/.onnx) or "
+        "'bundled'; without one the bundled model is used.",
     )
     p.add_argument(
         "inputs", nargs="+", metavar="[MODEL] IMAGE_OR_DIR", help="model file, then images or folders"
     )
     p.add_argument("--model", help="model file (alternative to giving it first)")
-    p.add_argument("--engine", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--engine", choices=["torch", "onnx"], help=ENGINE_HELP)
     out = p.add_mutually_exclusive_group()
     out.add_argument("--csv", metavar="FILE", help="write a CSV table ('-' for stdout)")
     out.add_argument("--json", action="store_true", help="print JSON lines")
@@ -341,18 +342,21 @@ def collect_images(inputs: Sequence[str]) -> list[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from pneumoscan.model_source import names_model
     from pneumoscan.predict import NO_GATE, Predictor
 
     inputs = list(args.inputs)
     model = args.model
-    if model is None and inputs[0].lower().endswith(MODEL_SUFFIXES):
+    if names_model(inputs[0]):
+        if model is not None:
+            raise PneumoscanError(f"two models given ({model} and {inputs[0]}); pass one")
         model = inputs.pop(0)
     paths = collect_images(inputs)
     if not paths:
         raise PneumoscanError("no images to predict; pass image files or folders")
     if args.heatmaps and not args.dicom_out:
         raise PneumoscanError("--heatmaps adds heat maps to --dicom-out; give --dicom-out DIR too")
-    _check_heatmaps(args)
+    _check_heatmaps(model, args)
     predictor = Predictor.load(model, args.engine, refuse=not args.no_refuse)
     if predictor.meta.gate is None:
         print(f"pneumoscan: note: {NO_GATE}", file=sys.stderr)
@@ -455,15 +459,17 @@ def _add_pacs(sub: argparse._SubParsersAction) -> None:
         help="with --since: modalities in the study (default: %(default)s)",
     )
     p.add_argument("--model", help="model file (default: the bundled model)")
-    p.add_argument("--engine", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--engine", choices=["torch", "onnx"], help=ENGINE_HELP)
     p.add_argument("--heatmaps", action="store_true", help="also store a Secondary Capture of the heat map")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--csv", metavar="FILE", help="write a CSV table ('-' for stdout)")
     out.add_argument("--json", action="store_true", help="print JSON lines")
 
 
-def _check_heatmaps(args: argparse.Namespace) -> None:
-    if args.heatmaps and args.engine == "onnx":
+def _check_heatmaps(model: str | None, args: argparse.Namespace) -> None:
+    from pneumoscan.model_source import resolve_model
+
+    if args.heatmaps and resolve_model(model, args.engine).engine == "onnx":
         raise PneumoscanError("--heatmaps needs the torch engine (a .safetensors model, not --engine onnx)")
 
 
@@ -481,7 +487,7 @@ def cmd_pacs(args: argparse.Namespace) -> int:
     from pneumoscan.pacs.run import process_study
     from pneumoscan.predict import Predictor
 
-    _check_heatmaps(args)
+    _check_heatmaps(args.model, args)
     password = args.password if args.password is not None else os.environ.get("PNEUMOSCAN_PACS_PASSWORD")
     archive = Archive(args.url, args.user, password)
     if args.since:
@@ -527,23 +533,17 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", nargs="?", help="model file, or 'bundled' (the default)")
 
 
-def _model_path(value: str | None) -> str | None:
-    """A model argument; ``None`` (for the bundled model) when it is missing or ``bundled``."""
-    return None if value in (None, "bundled") else value
-
-
 def cmd_info(args: argparse.Namespace) -> int:
+    from pneumoscan.model_source import resolve_model
     from pneumoscan.predict import NO_GATE, load_engine
 
-    model = _model_path(args.model)
-    engine = "onnx" if model and model.lower().endswith(".onnx") else "torch"
-    if engine == "torch":
+    source = resolve_model(args.model)
+    if source.engine == "torch":
         from pneumoscan.model_file import read_meta
-        from pneumoscan.predict import bundled_model_path
 
-        meta = read_meta(model or bundled_model_path())
+        meta = read_meta(source.path)
     else:
-        meta = load_engine(model, "onnx").meta
+        meta = load_engine(source.path).meta
     print(meta.model_dump_json(indent=2))
     if meta.gate is None:
         print(f"gate: none ({NO_GATE})")
@@ -580,18 +580,24 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from pneumoscan.export import export_onnx
-    from pneumoscan.predict import bundled_model_path
+    from pneumoscan.model_source import resolve_model
 
-    model = _model_path(args.model) or bundled_model_path()
+    source = resolve_model(args.model)
+    if source.engine != "torch":
+        raise PneumoscanError(f"{source.path}: already an ONNX file; export takes a .safetensors model file")
     out = export_onnx(
-        model, args.out, args.opset, int8_calibration=args.int8, calibration_images=args.calibration_images
+        source.path,
+        args.out,
+        args.opset,
+        int8_calibration=args.int8,
+        calibration_images=args.calibration_images,
     )
     print(f"wrote {out}")
     return 0
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
-    from pneumoscan.serve import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES
+    from pneumoscan import serve
 
     p = sub.add_parser(
         "serve",
@@ -603,8 +609,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--engine",
         choices=["torch", "onnx"],
-        default="torch",
-        help="torch (heat maps available) or onnx (a .onnx file from pneumoscan export)",
+        help="torch (heat maps available) or onnx (a .onnx file from pneumoscan export); "
+        "default: the one the model file is made for",
     )
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
@@ -613,17 +619,50 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-upload-mb",
         type=float,
-        default=DEFAULT_MAX_UPLOAD_BYTES / 2**20,
+        default=serve.DEFAULT_MAX_UPLOAD_BYTES / 2**20,
         help="largest request body in MiB (default: %(default)g)",
     )
     p.add_argument(
         "--max-megapixels",
         type=float,
-        default=DEFAULT_MAX_PIXELS / 1e6,
+        default=serve.DEFAULT_MAX_PIXELS / 1e6,
         help="largest image accepted, in millions of pixels (default: %(default)g)",
     )
     p.add_argument(
+        "--max-request-megapixels",
+        type=float,
+        default=serve.DEFAULT_MAX_REQUEST_PIXELS / 1e6,
+        help="most pixels the images of one request may decode to together, in millions "
+        "(default: %(default)g)",
+    )
+    p.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=serve.DEFAULT_MAX_IN_FLIGHT,
+        help="most upload requests worked on at once; more get 503 (default: %(default)d)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=serve.DEFAULT_BODY_TIMEOUT_S,
+        help="seconds a client may take to send an upload (default: %(default)g)",
+    )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name clients may use to reach the server (checked against the Host header; "
+        "default: this machine's names when --host is a loopback address, any otherwise)",
+    )
+    p.add_argument(
         "--save-uploads", metavar="DIR", help="keep a copy of every upload in DIR (default: never written)"
+    )
+    p.add_argument(
+        "--save-uploads-max-mb",
+        type=float,
+        default=serve.DEFAULT_SAVE_UPLOADS_MAX_BYTES / 2**20,
+        help="stop keeping uploads once DIR holds this many MiB (default: %(default)g)",
     )
 
 
@@ -632,34 +671,52 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from pneumoscan.predict import Predictor
     from pneumoscan.serve.app import create_app
+    from pneumoscan.serve.listen import listening_socket
+    from pneumoscan.serve.security import LOOPBACK_HOSTS
 
-    if args.max_upload_mb <= 0 or args.max_megapixels <= 0:
-        raise PneumoscanError("--max-upload-mb and --max-megapixels must be positive")
+    limits = (args.max_upload_mb, args.max_megapixels, args.max_request_megapixels, args.max_in_flight)
+    if min(*limits, args.body_timeout, args.save_uploads_max_mb) <= 0:
+        raise PneumoscanError(
+            "--max-upload-mb, --max-megapixels, --max-request-megapixels, --max-in-flight, "
+            "--body-timeout and --save-uploads-max-mb must be positive"
+        )
     if args.save_uploads:
         try:
             Path(args.save_uploads).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise PneumoscanError(f"{args.save_uploads}: cannot create the uploads folder ({exc})") from None
-    predictor = Predictor.load(args.model, args.engine)
-    _warn_if_synthetic(predictor.meta)
-    app = create_app(
-        predictor,
-        max_upload_bytes=int(args.max_upload_mb * 2**20),
-        max_pixels=int(args.max_megapixels * 1e6),
-        save_uploads_dir=args.save_uploads,
-    )
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+            raise PneumoscanError(f"{args.save_uploads}: cannot create the uploads folder ({exc})") from exc
+    sock = listening_socket(args.host, args.port)  # before anything is announced: a busy port is one line
+    try:
+        predictor = Predictor.load(args.model, args.engine)
+        _warn_if_synthetic(predictor.meta)
+        loopback = args.host in LOOPBACK_HOSTS
+        allowed = [*args.allowed_host, *(LOOPBACK_HOSTS if loopback else ())] or None
+        app = create_app(
+            predictor,
+            max_upload_bytes=int(args.max_upload_mb * 2**20),
+            max_pixels=int(args.max_megapixels * 1e6),
+            max_request_pixels=int(args.max_request_megapixels * 1e6),
+            max_in_flight=args.max_in_flight,
+            body_timeout=args.body_timeout,
+            save_uploads_dir=args.save_uploads,
+            save_uploads_max_bytes=int(args.save_uploads_max_mb * 2**20),
+            allowed_hosts=allowed,
+        )
+        if not loopback:
+            print(
+                f"pneumoscan: warning: listening on {args.host}: other machines can reach this server, "
+                "which has no authentication",
+                file=sys.stderr,
+            )
+        port = sock.getsockname()[1]
         print(
-            f"pneumoscan: warning: listening on {args.host}: other machines can reach this server, "
-            "which has no authentication",
+            f"pneumoscan: serving {predictor.meta.model_id()} ({predictor.engine.name}) "
+            f"on http://{args.host}:{port}/ (API docs at /docs; Ctrl+C stops)",
             file=sys.stderr,
         )
-    print(
-        f"pneumoscan: serving {predictor.meta.model_id()} ({args.engine}) on http://{args.host}:{args.port}/ "
-        "(API docs at /docs; Ctrl+C stops)",
-        file=sys.stderr,
-    )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
 
 
@@ -732,6 +789,18 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def _tolerate_any_file_name() -> None:
+    """Let stdout print every file name, even one that is not valid UTF-8 (stderr already escapes them).
+
+    Such names arrive as ``os.fsdecode`` makes them (lone surrogates); a UTF-8 stdout writes their
+    original bytes back (as ``ls`` and the CSV files do), any other encoding shows them escaped.
+    """
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        utf8 = (getattr(sys.stdout, "encoding", "") or "").lower().replace("-", "") == "utf8"
+        reconfigure(errors="surrogateescape" if utf8 else "backslashreplace")
+
+
 def _show_warning(
     message: Warning | str,
     category: type[Warning],
@@ -754,6 +823,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pneumoscan`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _tolerate_any_file_name()
     warnings.showwarning = _show_warning
     if not args.debug:
         _quiet_libraries()

@@ -16,6 +16,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pneumoscan.errors import PneumoscanError
+from pneumoscan.files import read_regular_file
+
+MAX_CONFIG_BYTES = 2**20
 
 
 class _Section(BaseModel):
@@ -175,18 +178,19 @@ class Config(_Section):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise PneumoscanError(f"{source}: {_first_error(exc)}") from None
+            raise PneumoscanError(f"{source}: {first_error(exc)}") from exc
 
     @classmethod
     def load(cls, path: str | Path) -> Config:
         """Read a config saved as JSON (e.g. a run directory's ``config.json``)."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(read_regular_file(path, MAX_CONFIG_BYTES))  # never a FIFO or a device
         except FileNotFoundError:
             raise PneumoscanError(f"{path}: config file not found") from None
         except (OSError, ValueError) as exc:
-            raise PneumoscanError(f"{path}: not a readable JSON config ({exc})") from None
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise PneumoscanError(f"{path}: not a readable JSON config ({reason})") from exc
         return cls.from_dict(data, str(path))
 
     def with_overrides(self, overrides: list[str]) -> Config:
@@ -213,7 +217,8 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
-def _first_error(exc: ValidationError) -> str:
+def first_error(exc: ValidationError) -> str:
+    """The first problem of a pydantic validation error on one line, naming its field (``a.b.0``)."""
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"])
     return f"{where}: {err['msg']}" + (f" (got {err['input']!r})" if "input" in err else "")

@@ -25,7 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save as save_numpy
 
 from pneumoscan.atomic import atomic_write_bytes
-from pneumoscan.config import Config, ModelConfig, PreprocessConfig
+from pneumoscan.config import Config, ModelConfig, PreprocessConfig, first_error
 from pneumoscan.errors import ModelFileError
 
 FORMAT = "pneumoscan-model"
@@ -155,7 +155,7 @@ def _open(path: str | os.PathLike[str], load_tensors: bool) -> tuple[ModelMeta, 
             tensors = {k: handle.get_tensor(k) for k in handle.keys()} if load_tensors else {}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelFileError(f"{path}: not a pneumoscan model file or damaged ({reason})") from None
+        raise ModelFileError(f"{path}: not a pneumoscan model file or damaged ({reason})") from exc
     if raw is None:
         raise ModelFileError(
             f"{path}: a safetensors file without pneumoscan metadata; not a pneumoscan model"
@@ -174,6 +174,8 @@ def parse_meta(raw: str, source: str, hint: str = "") -> ModelMeta:
                 f"supported by this pneumoscan (reads {FORMAT} v{FORMAT_VERSION}); upgrade pneumoscan"
             )
         return ModelMeta.model_validate(fields)
-    except (ValueError, ValidationError, AttributeError) as exc:
+    except ValidationError as exc:  # before ValueError, its base class: name the field
+        raise ModelFileError(f"{source}: damaged pneumoscan metadata ({first_error(exc)}){suffix}") from exc
+    except (ValueError, AttributeError) as exc:
         reason = str(exc).splitlines()[0]
-        raise ModelFileError(f"{source}: damaged pneumoscan metadata ({reason}){suffix}") from None
+        raise ModelFileError(f"{source}: damaged pneumoscan metadata ({reason}){suffix}") from exc

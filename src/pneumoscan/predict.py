@@ -21,20 +21,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from pneumoscan.calibration import calibrated, ood_scores
 from pneumoscan.data.imageio import DecodedImage
-from pneumoscan.errors import ImageReadError, InputRefusedError, ModelFileError
+from pneumoscan.errors import ImageReadError, InputRefusedError
 from pneumoscan.model_file import ModelMeta
+from pneumoscan.model_source import EngineName, resolve_model
 from pneumoscan.preprocess import ModelInput, model_input, read_for_model, to_model_input
-
-EngineName = Literal["torch", "onnx"]
-BUNDLED_MODEL = "pneumoscan-default.safetensors"
 
 
 class Engine(Protocol):
@@ -94,27 +90,19 @@ class Prediction:
         }
 
 
-def bundled_model_path() -> Path:
-    """Path of the model shipped inside the package."""
-    return Path(str(resources.files("pneumoscan") / "bundled" / BUNDLED_MODEL))
+def load_engine(model: str | os.PathLike[str] | None = None, engine: EngineName | None = None) -> Engine:
+    """Open a model (see :func:`~pneumoscan.model_source.resolve_model`; ``None``: the bundled model).
 
-
-def load_engine(model: str | os.PathLike[str] | None = None, engine: EngineName = "torch") -> Engine:
-    """Open a model file with the chosen engine (``None``: the bundled model)."""
-    path = Path(model) if model is not None else bundled_model_path()
-    if model is None and not path.exists():
-        raise ModelFileError(f"{path}: the bundled model is missing from this install; pass --model FILE")
-    if engine == "onnx":
+    ``engine``: ``torch`` or ``onnx``; by default the one the file is made for.
+    """
+    source = resolve_model(model, engine)
+    if source.engine == "onnx":
         from pneumoscan.engines.onnx_engine import OnnxEngine
 
-        return OnnxEngine.load(path)
-    if engine != "torch":
-        raise ModelFileError(f"unknown engine {engine!r}; use 'torch' or 'onnx'")
-    if path.suffix.lower() == ".onnx":
-        raise ModelFileError(f"{path}: an ONNX file needs --engine onnx")
+        return OnnxEngine.load(source.path)
     from pneumoscan.engines.torch_engine import TorchEngine
 
-    return TorchEngine.load(path)
+    return TorchEngine.load(source.path)
 
 
 class Predictor:
@@ -130,9 +118,12 @@ class Predictor:
 
     @classmethod
     def load(
-        cls, model: str | os.PathLike[str] | None = None, engine: EngineName = "torch", refuse: bool = True
+        cls,
+        model: str | os.PathLike[str] | None = None,
+        engine: EngineName | None = None,
+        refuse: bool = True,
     ) -> Predictor:
-        """Load a model file (``None``: the bundled default model)."""
+        """Load a model file (``None`` or ``"bundled"``: the bundled model); the engine is the file's own."""
         return cls(load_engine(model, engine), refuse)
 
     @property

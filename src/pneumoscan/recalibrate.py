@@ -27,7 +27,8 @@ from pneumoscan.evaluation.groups import with_group_columns
 from pneumoscan.evaluation.metrics import binary_metrics
 from pneumoscan.evaluation.scoring import score_manifest
 from pneumoscan.model_file import CalibrationRecord, ModelMeta, read_model, save_model
-from pneumoscan.predict import EngineName, Predictor, bundled_model_path
+from pneumoscan.model_source import resolve_model
+from pneumoscan.predict import Predictor
 
 MIN_FILMS_PER_CLASS = 20
 RECORDED_METRICS = ("accuracy", "roc_auc", "sensitivity", "specificity", "ece", "loss")
@@ -93,14 +94,13 @@ def recalibrate(
     ``rule``: the threshold rule (default: the one the model was trained with).  ``keep_temperature``
     refits the threshold only.
     """
-    source = Path(model) if model is not None else bundled_model_path()
-    target = Path(out)
-    engine: EngineName = "onnx" if source.suffix.lower() == ".onnx" else "torch"
+    resolved = resolve_model(model)
+    source, target = resolved.path, Path(out)
     if target.suffix.lower() != source.suffix.lower():
         raise PneumoscanError(f"{target}: the new model file must end in {source.suffix} like {source.name}")
     if target.exists() and target.resolve() == source.resolve():
         raise PneumoscanError(f"{target}: is the model being calibrated; choose another --out")
-    predictor = Predictor.load(source, engine)
+    predictor = Predictor.load(source, resolved.engine)
     meta = predictor.meta
     frame = with_group_columns(calibration_films(scan_sources(data), split), Path(data).name)
     check_counts(frame, f"{data} (split {frame['split'].iloc[0]})")

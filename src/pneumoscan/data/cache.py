@@ -8,11 +8,15 @@ they change.  New stores are written under fresh names and the index is replaced
 so an interrupted build never leaves a store whose rows point at the wrong images.  Processes that
 build one store at the same time (the ranks of a distributed run) each write a complete store; one
 whose pixel file was replaced by another's before it could open it reads the newer index instead.
+A new pixel file gets its disk space reserved (``posix_fallocate``) before it is memory-mapped: a
+full disk is then a one-line error and the partial file is removed, where writing into a mapped
+file the disk cannot hold would kill the process with SIGBUS.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -22,12 +26,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pneumoscan.atomic import atomic_write_text
 from pneumoscan.config import PreprocessConfig
-from pneumoscan.errors import ImageReadError
+from pneumoscan.errors import DataError, ImageReadError
 from pneumoscan.preprocess import load_prepared
 from pneumoscan.progress import live_bars
 
@@ -110,7 +115,8 @@ def _up_to_date(
 
 def _store_dir(abs_paths: list[str], cfg: PreprocessConfig, cache_dir: Path) -> Path:
     root = os.path.commonpath(abs_paths) if abs_paths else "."
-    key = hashlib.sha1(f"{root}|{cfg.image_size}|{cfg.crop_fraction}".encode(), usedforsecurity=False)
+    text = f"{root}|{cfg.image_size}|{cfg.crop_fraction}"
+    key = hashlib.sha1(text.encode("utf-8", "surrogateescape"), usedforsecurity=False)  # any folder name
     return cache_dir / f"{cfg.image_size}px-{key.hexdigest()[:16]}"
 
 
@@ -133,10 +139,15 @@ def _rebuild(
     failures = {p: f for p, f in index.get("failures", {}).items() if p not in stale}
     decoded = _decode_all(stale, cfg, progress)
     new_rows = [p for p in stale if isinstance(decoded[p], np.ndarray)]
-    store.mkdir(parents=True, exist_ok=True)
     name = f"pixels-{uuid.uuid4().hex[:8]}.npy"
     shape = (len(keep) + len(new_rows), cfg.image_size, cfg.image_size)
-    out = np.lib.format.open_memmap(store / name, mode="w+", dtype=np.uint8, shape=shape)
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        out = _allocated_memmap(store / name, shape)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            (store / name).unlink()
+        raise _cache_error(store, exc) from exc
     entries: dict[str, list[int]] = {}
     for row, (path, entry) in enumerate(keep.items()):
         out[row] = old_pixels[entry[0]]  # type: ignore[index]
@@ -157,12 +168,56 @@ def _rebuild(
         "entries": entries,
         "failures": failures,
     }
-    atomic_write_text(store / "index.json", json.dumps(new_index))
+    try:
+        atomic_write_text(store / "index.json", json.dumps(new_index))
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            (store / name).unlink()
+        raise _cache_error(store, exc) from exc
     for old in store.glob("pixels-*.npy"):
         if old.name != name:
             with contextlib.suppress(OSError):  # still mapped (Windows) or gone: a later build removes it
                 old.unlink()
     return new_index
+
+
+def _allocated_memmap(path: Path, shape: tuple[int, int, int]) -> np.memmap:
+    """A new ``.npy`` file of uint8 zeros with all its disk space reserved, memory-mapped for writing."""
+    descr = np.lib.format.dtype_to_descr(np.dtype(np.uint8))
+    header = {"descr": descr, "fortran_order": False, "shape": shape}
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, header)
+        handle.flush()
+        offset = handle.tell()
+        size = int(np.prod(shape))
+        try:
+            os.posix_fallocate(handle.fileno(), offset, max(size, 1))
+        except (AttributeError, OSError) as exc:  # no fallocate here (macOS, some network file systems)
+            if isinstance(exc, OSError) and exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            _write_zeros(handle, size)
+    return np.lib.format.open_memmap(path, mode="r+")
+
+
+def _write_zeros(handle: Any, size: int, chunk: int = 2**22) -> None:
+    """Allocate ``size`` bytes by writing them, where the file system cannot reserve space otherwise."""
+    zeros = bytes(min(size, chunk))
+    for start in range(0, size, chunk):
+        handle.write(zeros[: min(chunk, size - start)])
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _cache_error(store: Path, exc: OSError) -> DataError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DataError(
+            f"{store}: no space left for the image cache; free some space, or move the cache "
+            "with PNEUMOSCAN_CACHE=DIR or --set data.cache_dir=DIR"
+        )
+    return DataError(
+        f"{store}: the image cache cannot be written ({exc.strerror or exc}); "
+        "move it with PNEUMOSCAN_CACHE=DIR or --set data.cache_dir=DIR"
+    )
 
 
 def _decode_all(paths: list[str], cfg: PreprocessConfig, progress: bool) -> dict[str, np.ndarray | str]:

@@ -16,16 +16,24 @@ centre/width when the file has one; otherwise 8-bit data is scaled by its nomina
 data by its own minimum and maximum. MONOCHROME1, and a Presentation LUT Shape of INVERSE, are
 inverted to look like MONOCHROME2. Multi-frame files, files without pixel data and compressed transfer
 syntaxes with no installed decoder are refused; JPEG Lossless, JPEG 2000 and RLE decode through the
-pylibjpeg plugins of the ``pneumoscan[dicom]`` extra.
+pylibjpeg plugins of the ``pneumoscan[dicom]`` extra. A compressed frame is measured from
+its own codestream header (not only the DICOM header) before it is decoded.
 
-Every failure raises :class:`~pneumoscan.errors.ImageReadError` with a one-line message that names the
-file and says what to do.
+Files: only regular files up to :data:`MAX_FILE_BYTES` are read (never a FIFO or a device). JPEGs whose
+entropy-coded data is cut short (even when an end-of-image marker was appended, which libjpeg would
+silently pad with grey) are refused: libjpeg-turbo's warnings, which Pillow does not report, are read
+through ``simplejpeg`` at 1/8 scale.
+
+Every failure raises :class:`~pneumoscan.errors.ImageReadError` (or its subclasses
+:class:`~pneumoscan.errors.ImageTooLargeError` and :class:`~pneumoscan.errors.UnsupportedImageError`)
+with a one-line message that names the file and says what to do.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,8 +41,10 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
 from pydicom.filereader import read_file_meta_info
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.uid import (
@@ -44,18 +54,37 @@ from pydicom.uid import (
     MediaStorageDirectoryStorage,
 )
 
-from pneumoscan.errors import ImageReadError, InputRefusedError, warn
-
-SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
-    {".jpeg", ".jpg", ".png", ".dcm", ".dicom", ".bmp", ".tif", ".tiff"}
+from pneumoscan.errors import (
+    ImageReadError,
+    ImageTooLargeError,
+    InputRefusedError,
+    UnsupportedImageError,
+    warn,
 )
+from pneumoscan.files import FileTooLargeError, NotRegularFileError, read_regular_file
+
+FORMATS: dict[str, tuple[str, ...]] = {
+    "JPEG": (".jpeg", ".jpg"),
+    "PNG": (".png",),
+    "DICOM": (".dcm", ".dicom"),
+    "BMP": (".bmp",),
+    "TIFF": (".tif", ".tiff"),
+}
+"""The supported formats and the file name suffixes a folder scan picks up for each: the one list."""
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset(suffix for suffixes in FORMATS.values() for suffix in suffixes)
 MAX_PIXELS: int = 50_000_000
+MAX_FILE_BYTES: int = 512 * 2**20
+"""Largest image file read (a 50-megapixel 16-bit DICOM is 100 MB)."""
 
 _HINT = "pass a JPEG, PNG or DICOM file"
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601
 _MONOCHROME = frozenset({"MONOCHROME1", "MONOCHROME2"})
 _COLOUR_PHOTOMETRICS = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422"})  # pydicom hands these back as RGB
 _MAX_DETAIL = 160  # characters of a library's own error message quoted in ours
+# libjpeg warnings that mean image data is missing or garbled (libjpeg pads such images with grey)
+_JPEG_DAMAGE = ("premature end of data segment", "bad huffman code", "instead of rst")
+_J2K_START = b"\xff\x4f\xff\x51"  # JPEG 2000 codestream: SOC, then the SIZ marker with the size
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC} | {0xF7}  # JPEG SOFn and JPEG-LS SOF55
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,15 +190,35 @@ def read_image_bytes(
         return _decode_dicom(_read_dicom(data, name), name, max_pixels, accept_refused)
     image = _open_with_pillow(data, name)
     if image is not None:
-        return _decode_pillow(image, name, max_pixels, min_side)
+        return _decode_pillow(image, data, name, max_pixels, min_side)
     dataset = _read_headerless_dicom(data)
     if dataset is not None:
         return _decode_dicom(dataset, name, max_pixels, accept_refused)
-    raise _error(name, f"not a readable image (cannot identify image file); {_HINT}")
+    raise _error(name, f"not a readable image (cannot identify image file); {_HINT}", UnsupportedImageError)
 
 
-def _error(name: str, text: str) -> ImageReadError:
-    return ImageReadError(" ".join(f"{name}: {text}".splitlines()))
+def decoded_size(data: bytes, *, min_side: int | None = None) -> tuple[int, int]:
+    """``(width, height)`` that :func:`read_image_bytes` would decode ``data`` to, read from headers only.
+
+    Cheap (no pixel data is decoded), for budgets over several images; ``(0, 0)`` when ``data`` is
+    not an image that can be measured this way (decoding it then reports why).
+    """
+    try:
+        if data[128:132] == b"DICM":
+            dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            return int(dataset.Columns), int(dataset.Rows)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        if min_side is not None and image.format == "JPEG":
+            image.draft(image.mode, (min_side, min_side))
+        return image.size
+    except Exception:  # unreadable headers are reported when the image is decoded
+        return 0, 0
+
+
+def _error(name: str, text: str, kind: type[ImageReadError] = ImageReadError) -> ImageReadError:
+    return kind(" ".join(f"{name}: {text}".splitlines()))
 
 
 def _detail(exc: BaseException) -> str:
@@ -180,16 +229,25 @@ def _detail(exc: BaseException) -> str:
 
 def _read_file(name: str) -> bytes:
     try:
-        with open(name, "rb") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        raise _error(name, "file not found") from None
-    except IsADirectoryError:
-        raise _error(name, f"is a folder, not an image file; {_HINT}") from None
-    except PermissionError:
-        raise _error(name, "permission denied; check that the file is readable") from None
+        return read_regular_file(name, MAX_FILE_BYTES)
+    except FileNotFoundError as exc:
+        raise _error(name, "file not found") from exc
+    except IsADirectoryError as exc:
+        raise _error(name, f"is a folder, not an image file; {_HINT}", UnsupportedImageError) from exc
+    except NotRegularFileError as exc:
+        raise _error(
+            name, f"is not a regular file (a pipe or device); {_HINT}", UnsupportedImageError
+        ) from exc
+    except FileTooLargeError as exc:
+        raise _error(
+            name,
+            f"file is {exc.size / 2**20:.0f} MiB, over the {MAX_FILE_BYTES // 2**20} MiB limit for an image",
+            ImageTooLargeError,
+        ) from exc
+    except PermissionError as exc:
+        raise _error(name, "permission denied; check that the file is readable") from exc
     except OSError as exc:
-        raise _error(name, f"cannot be read ({exc.strerror or _detail(exc)})") from None
+        raise _error(name, f"cannot be read ({exc.strerror or _detail(exc)})") from exc
 
 
 def _check_size(name: str, width: int, height: int, max_pixels: int) -> None:
@@ -199,6 +257,7 @@ def _check_size(name: str, width: int, height: int, max_pixels: int) -> None:
         raise _error(
             name,
             f"image is {width}x{height} pixels, above the {max_pixels}-pixel limit; downscale it first",
+            ImageTooLargeError,
         )
 
 
@@ -214,12 +273,16 @@ def _open_with_pillow(data: bytes, name: str) -> Image.Image | None:
     except UnidentifiedImageError:
         return None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _error(name, f"image is too large to decode safely ({_detail(exc)}); downscale it") from None
+        raise _error(
+            name, f"image is too large to decode safely ({_detail(exc)}); downscale it", ImageTooLargeError
+        ) from exc
     except Exception as exc:  # plugins choke on damaged headers with anything from OSError to struct.error
-        raise _error(name, f"image is truncated or corrupt ({_detail(exc)}); re-export it") from None
+        raise _error(name, f"image is truncated or corrupt ({_detail(exc)}); re-export it") from exc
 
 
-def _decode_pillow(image: Image.Image, name: str, max_pixels: int, min_side: int | None) -> DecodedImage:
+def _decode_pillow(
+    image: Image.Image, data: bytes, name: str, max_pixels: int, min_side: int | None
+) -> DecodedImage:
     _check_size(name, image.width, image.height, max_pixels)
     source_format = image.format or "unknown"
     if min_side is not None and source_format == "JPEG":
@@ -230,9 +293,29 @@ def _decode_pillow(image: Image.Image, name: str, max_pixels: int, min_side: int
             image.load()  # truncated files fail here rather than being padded with grey
             image = ImageOps.exif_transpose(image)
     except Exception as exc:  # Pillow's decoders raise OSError, SyntaxError, ValueError, EOFError, ...
-        raise _error(name, f"image is truncated or corrupt ({_detail(exc)}); re-export it") from None
+        raise _error(name, f"image is truncated or corrupt ({_detail(exc)}); re-export it") from exc
+    if source_format in ("JPEG", "MPO"):
+        _check_jpeg_data(data, name)
     pixels, colourfulness, bit_depth = _pillow_to_gray(image)
     return DecodedImage(_finish(pixels), colourfulness, source_format, bit_depth)
+
+
+def _check_jpeg_data(data: bytes, name: str) -> None:
+    """Refuse a JPEG whose scan data is cut short or garbled, which Pillow pads with grey unreported.
+
+    libjpeg-turbo reports it as a warning; ``simplejpeg`` (strict) raises it.  Decoding at 1/8 scale
+    still reads every coefficient, so this costs a fraction of the real decode.  Other warnings
+    (extraneous bytes, a missing final marker after complete data) are harmless and ignored.
+    """
+    try:
+        colourspace = simplejpeg.decode_jpeg_header(data)[2]
+        target = "CMYK" if colourspace in ("CMYK", "YCCK") else "GRAY"
+        simplejpeg.decode_jpeg(data, colorspace=target, min_factor=8, strict=True)
+    except (ValueError, RuntimeError) as exc:
+        if any(damage in str(exc).lower() for damage in _JPEG_DAMAGE):
+            raise _error(
+                name, f"image is truncated or corrupt ({_detail(exc)}); re-export or copy it again"
+            ) from exc
 
 
 def _pillow_to_gray(image: Image.Image) -> tuple[np.ndarray, float, int]:
@@ -300,7 +383,7 @@ def _read_dicom(data: bytes, name: str) -> Dataset:
     try:
         return pydicom.dcmread(io.BytesIO(data))
     except Exception as exc:  # pydicom reports damaged files with many exception types
-        raise _error(name, f"DICOM file is damaged ({_detail(exc)}); re-export it") from None
+        raise _error(name, f"DICOM file is damaged ({_detail(exc)}); re-export it") from exc
 
 
 def _read_headerless_dicom(data: bytes) -> Dataset | None:
@@ -349,6 +432,7 @@ def _decode_dicom(dataset: Dataset, name: str, max_pixels: int, accept_refused: 
         raise InputRefusedError(name, "; ".join(refusals))
     photometric, bits_stored = _check_dicom_header(dataset, name, max_pixels)
     _check_decoder(dataset, name)
+    _check_frame_size(dataset, name, max_pixels)
     try:
         pixels = dataset.pixel_array
         if pixels.ndim != (2 if photometric in _MONOCHROME else 3):
@@ -359,7 +443,7 @@ def _decode_dicom(dataset: Dataset, name: str, max_pixels: int, accept_refused: 
             rgb = pixels.astype(np.float32) / float(2**bits_stored - 1)
             gray, colourfulness = rgb @ _LUMA, _chroma(rgb)
     except Exception as exc:  # decoders and LUT code raise ValueError, RuntimeError, KeyError, ...
-        raise _error(name, f"DICOM pixel data cannot be decoded ({_detail(exc)}); re-export it") from None
+        raise _error(name, f"DICOM pixel data cannot be decoded ({_detail(exc)}); re-export it") from exc
     return DecodedImage(_finish(gray), colourfulness, "DICOM", bits_stored, refusals)
 
 
@@ -372,7 +456,7 @@ def _check_dicom_header(dataset: Dataset, name: str, max_pixels: int) -> tuple[s
         rows, columns = int(dataset.Rows), int(dataset.Columns)
         bits_stored = int(dataset.BitsStored)
     except (AttributeError, TypeError, ValueError) as exc:
-        raise _error(name, f"DICOM image header is incomplete ({_detail(exc)}); re-export it") from None
+        raise _error(name, f"DICOM image header is incomplete ({_detail(exc)}); re-export it") from exc
     if frames > 1:
         raise _error(name, f"DICOM file is multi-frame ({frames} frames); pass a single-frame radiograph")
     _check_size(name, columns, rows, max_pixels)
@@ -384,6 +468,56 @@ def _check_dicom_header(dataset: Dataset, name: str, max_pixels: int) -> tuple[s
             "pass a grayscale (MONOCHROME1/MONOCHROME2) or RGB image",
         )
     return photometric, bits_stored
+
+
+def _check_frame_size(dataset: Dataset, name: str, max_pixels: int) -> None:
+    """Measure a compressed frame by its own codestream header before it is decoded.
+
+    The decoder would otherwise decode whatever size the codestream says, whatever the DICOM header
+    claims (a 64x64 header can wrap a 9000x9000 JPEG).
+    """
+    uid = dataset.file_meta.get("TransferSyntaxUID")
+    if uid is None or not uid.is_encapsulated:
+        return  # native pixel data: its size is the header's, bounded by the file's length
+    try:
+        frame = next(generate_frames(dataset.PixelData, number_of_frames=1))
+    except Exception as exc:  # damaged encapsulation raises ValueError, StopIteration, struct.error, ...
+        raise _error(name, f"DICOM pixel data cannot be decoded ({_detail(exc)}); re-export it") from exc
+    size = _codestream_size(frame)
+    if size is None:
+        return  # RLE and unknown codecs decode to the header's size
+    width, height = size
+    _check_size(name, width, height, max_pixels)
+    if (width, height) != (int(dataset.Columns), int(dataset.Rows)):
+        raise _error(
+            name,
+            f"DICOM frame is {width}x{height} pixels but its header says {dataset.Columns}x{dataset.Rows}; "
+            "re-export it",
+        )
+
+
+def _codestream_size(frame: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from the header of a JPEG, JPEG-LS or JPEG 2000 codestream, else None."""
+    is_jp2 = frame[4:12] == b"jP  \r\n\x87\n"  # a JP2 file wraps the codestream in boxes
+    siz = frame.find(_J2K_START) if is_jp2 else (0 if frame.startswith(_J2K_START) else -1)
+    if siz >= 0 and len(frame) >= siz + 24:
+        x_size, y_size, x_offset, y_offset = struct.unpack(">4I", frame[siz + 8 : siz + 24])
+        return x_size - x_offset, y_size - y_offset
+    if frame[:2] != b"\xff\xd8":
+        return None
+    pos = 2
+    while pos + 9 <= len(frame) and frame[pos] == 0xFF:
+        marker = frame[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _SOF_MARKERS:
+            height, width = struct.unpack(">HH", frame[pos + 5 : pos + 9])
+            return width, height
+        if marker == 0xDA:  # a scan before any frame header
+            return None
+        pos += 2 + int.from_bytes(frame[pos + 2 : pos + 4], "big")
+    return None
 
 
 def _check_decoder(dataset: Dataset, name: str) -> None:

@@ -20,12 +20,12 @@ import numpy as np
 
 from pneumoscan.errors import ModelFileError, PneumoscanError
 from pneumoscan.model_file import ModelMeta, parse_meta
+from pneumoscan.model_source import EXPORT_HINT
 
 INPUT = "image"
 OUTPUT = "logit"
 GATE_OUTPUT = "chest_logit"
 META_KEY = "pneumoscan"
-EXPORT_HINT = "export it first: pneumoscan export MODEL --format onnx OUT.onnx"
 
 
 def _onnxruntime() -> ModuleType:
@@ -43,10 +43,6 @@ def _check_file(path: Path) -> None:
         raise ModelFileError(f"{path}: is a folder, not a model file")
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
-    if path.suffix.lower() != ".onnx":
-        raise ModelFileError(
-            f"{path}: the onnx engine reads .onnx files; use --engine torch or {EXPORT_HINT}"
-        )
 
 
 def _open_session(path: Path) -> Any:
@@ -60,7 +56,7 @@ def _open_session(path: Path) -> Any:
         reason = str(exc).splitlines()[0].rsplit("failed:", 1)[-1].strip() if str(exc) else type(exc).__name__
         raise ModelFileError(
             f"{path}: not a loadable ONNX model or damaged ({reason}); {EXPORT_HINT}"
-        ) from None
+        ) from exc
 
 
 def _read_meta(session: Any, path: Path) -> ModelMeta:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pneumoscan.errors import ModelFileError
+from pneumoscan.errors import ModelFileError, PneumoscanError
 from pneumoscan.hardware import use_bf16
 from pneumoscan.model_file import ModelMeta, read_model
 from pneumoscan.models import build_model
@@ -25,7 +25,26 @@ def network_tensors(net: nn.Module) -> dict[str, np.ndarray]:
 
 
 def network_from_meta(meta: ModelMeta, tensors: dict[str, np.ndarray], source: str = "model") -> XrayNetwork:
-    """Build the architecture named in ``meta`` and load ``tensors`` into it (eval mode)."""
+    """Build the architecture named in ``meta`` and load ``tensors`` into it (eval mode).
+
+    The architecture is first built without memory (on the ``meta`` device) and its shapes compared
+    with the file's tensors, so options that describe a huge network fail before anything is allocated:
+    the memory used is bounded by the size of the file's own weights.
+    """
+    try:
+        with torch.device("meta"):
+            planned = build_model(meta.model, meta.preprocess).state_dict()
+        shapes = {name: _shape(value.shape) for name, value in planned.items()}
+    except PneumoscanError as exc:
+        raise ModelFileError(f"{source}: {exc}") from exc
+    found = {name: _shape(value.shape) for name, value in tensors.items()}
+    if shapes != found:
+        differ = sorted(set(shapes) ^ set(found)) or [k for k in sorted(shapes) if shapes[k] != found[k]]
+        first = differ[0]
+        raise ModelFileError(
+            f"{source}: weights do not fit architecture {meta.model.architecture!r} with options "
+            f"{meta.model.options} (tensor {first!r}: file {found.get(first)}, network {shapes.get(first)})"
+        )
     net = build_model(meta.model, meta.preprocess)
     state = {name: torch.from_numpy(np.array(value)) for name, value in tensors.items()}
     try:
@@ -34,8 +53,13 @@ def network_from_meta(meta: ModelMeta, tensors: dict[str, np.ndarray], source: s
         first = str(exc).splitlines()[0]
         raise ModelFileError(
             f"{source}: weights do not fit architecture {meta.model.architecture!r} ({first})"
-        ) from None
+        ) from exc
     return net.eval()
+
+
+def _shape(shape: tuple[int, ...] | torch.Size) -> tuple[int, ...]:
+    """A tensor shape, with a scalar written as one element (safetensors stores BatchNorm counters so)."""
+    return tuple(shape) or (1,)
 
 
 def load_network(path: str | os.PathLike[str]) -> tuple[ModelMeta, XrayNetwork]:

@@ -50,7 +50,7 @@ def write_report(evaluation: Evaluation, predictor: Predictor, path: str | Path)
     except OSError as exc:
         raise PneumoscanError(
             f"{target}: cannot write the report ({exc.strerror or exc}); choose another --report file"
-        ) from None
+        ) from exc
     return target
 
 

@@ -121,7 +121,7 @@ def _require_exporter() -> ModuleType:
     except ImportError as exc:
         raise PneumoscanError(
             f"exporting to ONNX needs {exc.name}: pip install 'pneumoscan[export]' (PyTorch installed first)"
-        ) from None
+        ) from exc
     return onnx
 
 

@@ -55,7 +55,7 @@ def build_model(model: ModelConfig, preprocess: PreprocessConfig) -> XrayNetwork
     except TypeError as exc:
         raise PneumoscanError(
             f"architecture {model.architecture!r}: bad options {model.options} ({exc})"
-        ) from None
+        ) from exc
     if model.gate:
         net.attach_gate()
     return net

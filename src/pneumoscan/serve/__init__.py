@@ -19,11 +19,29 @@ DEFAULT_MAX_PIXELS = 30_000_000
 and below the decoder's general limit, because a server decodes several uploads at once."""
 MAX_FILES = 16
 """Most files in one request."""
+DEFAULT_MAX_REQUEST_PIXELS = 100_000_000
+"""Most pixels the images of one request may decode to together (a JPEG counts at the scale it is
+decoded at for the model): sixteen 6-megapixel films, or three films at the per-image limit."""
+DEFAULT_MAX_IN_FLIGHT = 16
+"""Most upload requests worked on at once; more are answered 503 at once instead of queueing."""
+DEFAULT_BODY_TIMEOUT_S = 30.0
+"""Seconds a client may take to send its request body."""
+DEFAULT_SAVE_UPLOADS_MAX_BYTES = 2**30
+"""Cap of the ``--save-uploads`` folder."""
 
 if TYPE_CHECKING:
     from pneumoscan.serve.app import create_app
 
-__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "MAX_FILES", "create_app"]
+__all__ = [
+    "DEFAULT_BODY_TIMEOUT_S",
+    "DEFAULT_MAX_IN_FLIGHT",
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MAX_REQUEST_PIXELS",
+    "DEFAULT_MAX_UPLOAD_BYTES",
+    "DEFAULT_SAVE_UPLOADS_MAX_BYTES",
+    "MAX_FILES",
+    "create_app",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,8 +1,11 @@
 """The FastAPI application: the page at ``/``, the JSON API under ``/v1``, ``/health`` and ``/docs``.
 
 The page (``serve/static``) is self-contained: no CDN, fonts or scripts from elsewhere, and its
-Content-Security-Policy only lets it talk to this server.  (The interactive API docs at ``/docs``
-are FastAPI's Swagger UI, which loads its own assets from a CDN.)
+Content-Security-Policy only lets it talk to this server; the API docs at ``/docs`` are served from
+an installed Swagger UI (:mod:`~pneumoscan.serve.docs`), so they work offline too.  Every response
+carries security headers, and Host and Origin are checked (:mod:`~pneumoscan.serve.security`).
+Each upload request is bounded: its body size and the time it takes to arrive, the pixels its
+images decode to, and the number of requests in flight (:mod:`~pneumoscan.serve.limits`).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import base64
 import math
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,10 +23,22 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from pneumoscan import __version__
+from pneumoscan.data.imageio import FORMATS
 from pneumoscan.predict import Predictor
-from pneumoscan.serve import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, MAX_FILES
+from pneumoscan.preprocess import source_side
+from pneumoscan.serve import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_REQUEST_PIXELS,
+    DEFAULT_MAX_UPLOAD_BYTES,
+    DEFAULT_SAVE_UPLOADS_MAX_BYTES,
+    MAX_FILES,
+)
+from pneumoscan.serve.docs import install_docs
 from pneumoscan.serve.errors import install_error_handlers
 from pneumoscan.serve.inference import InferenceService, Outcome
+from pneumoscan.serve.limits import InFlightLimit, within
 from pneumoscan.serve.model_card_text import INTENDED_USE, LIMITS
 from pneumoscan.serve.schemas import (
     ErrorDetail,
@@ -33,16 +48,10 @@ from pneumoscan.serve.schemas import (
     PredictResponse,
     UploadLimits,
 )
-from pneumoscan.serve.uploads import FIELD, read_uploads
+from pneumoscan.serve.security import install_security
+from pneumoscan.serve.uploads import FIELD, UploadArchive, check_pixel_budget, read_uploads
 
 STATIC_DIR = Path(__file__).with_name("static")
-FORMATS = ["JPEG", "PNG", "DICOM", "BMP", "TIFF"]
-PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
-    "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
 _UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -67,10 +76,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorDetail, "description": text}
     for code, text in {
         400: "malformed upload, or no image could be decoded",
-        413: "upload or image too large",
+        403: "a cross-origin request from a web page of another site",
+        408: "the upload did not arrive in time",
+        413: "upload or image too large, or over the request's pixel budget",
         415: "not a multipart upload, or not an image",
         422: "invalid parameters or no file",
         500: "unexpected server error",
+        503: "too many requests in progress; retry",
     }.items()
 }
 
@@ -80,17 +92,30 @@ def create_app(
     *,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT_S,
     save_uploads_dir: str | os.PathLike[str] | None = None,
+    save_uploads_max_bytes: int = DEFAULT_SAVE_UPLOADS_MAX_BYTES,
+    allowed_hosts: Collection[str] | None = None,
 ) -> FastAPI:
     """The web app serving ``predictor``.
 
-    ``max_upload_bytes`` bounds a request body (all its files), ``max_pixels`` each decoded image;
-    uploads are kept in memory only, unless ``save_uploads_dir`` is given.
+    ``max_upload_bytes`` bounds a request body (all its files) and ``body_timeout`` the seconds it
+    may take to arrive; ``max_pixels`` bounds each decoded image and ``max_request_pixels`` all
+    images of a request together; at most ``max_in_flight`` upload requests are worked on at once.
+    Uploads are kept in memory only, unless ``save_uploads_dir`` is given (up to
+    ``save_uploads_max_bytes`` in that folder).  ``allowed_hosts``: the host names the ``Host``
+    header may name (``None``: any).
     """
-    save_dir = Path(save_uploads_dir) if save_uploads_dir is not None else None
-    service = InferenceService(predictor, max_pixels=max_pixels, save_uploads_dir=save_dir)
+    archive = None
+    if save_uploads_dir is not None:
+        archive = UploadArchive(Path(save_uploads_dir), save_uploads_max_bytes)
+    service = InferenceService(predictor, max_pixels=max_pixels, archive=archive)
     info = _model_info(service, max_upload_bytes, max_pixels)
     model_id = predictor.meta.model_id()
+    in_flight = InFlightLimit(max_in_flight)
+    model_side = source_side(predictor.meta.preprocess)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -102,13 +127,17 @@ def create_app(
         version=__version__,
         description=f"Pneumonia probability for chest X-rays. {INTENDED_USE}",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
+    install_security(app, allowed_hosts)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    install_docs(app, STATIC_DIR)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
+        return FileResponse(STATIC_DIR / "index.html")
 
     @app.get("/health")
     async def health() -> Health:
@@ -134,7 +163,10 @@ def create_app(
         When no file can be used the request fails with the first file's error; otherwise
         unreadable files come back with ``error`` set.
         """
-        outcomes = await service.predict(await read_uploads(request, max_upload_bytes), heatmap, refuse)
+        async with in_flight.slot():
+            uploads = await within(body_timeout, read_uploads(request, max_upload_bytes))
+            check_pixel_budget(uploads, max_request_pixels, None if heatmap else model_side)
+            outcomes = await service.predict(uploads, heatmap, refuse)
         failed = [outcome for outcome in outcomes if outcome.prediction.error]
         if len(failed) == len(outcomes):
             raise HTTPException(failed[0].status, "; ".join(str(o.prediction.error) for o in failed))
@@ -170,7 +202,7 @@ def _base64(png: bytes | None) -> str | None:
 def _model_info(service: InferenceService, max_upload_bytes: int, max_pixels: int) -> ModelInfo:
     meta = service.predictor.meta
     upload_limits = UploadLimits(
-        max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, max_files=MAX_FILES, formats=FORMATS
+        max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, max_files=MAX_FILES, formats=list(FORMATS)
     )
     return ModelInfo(
         model_id=meta.model_id(),

@@ -1,8 +1,10 @@
 """Every error answer is JSON ``{"detail": "one line"}`` with a fitting status, never a stack trace.
 
-400 bad request or unreadable image, 413 upload or image too large, 415 not an image (or not a
-multipart upload), 422 invalid parameters, 500 for anything unexpected (a generic message; the
-traceback goes to the server log only).
+400 bad request or unreadable image, 403 cross-origin request, 408 body too slow, 413 upload or
+image too large (or over the request's pixel budget), 415 not an image (or not a multipart upload),
+421 a Host this server does not answer for, 422 invalid parameters, 503 too many requests in
+progress, 500 for anything unexpected (a generic message; the traceback goes to the server log
+only).  Input errors map to a status by their class (:func:`error_status`), never by their text.
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from pneumoscan.errors import PneumoscanError, TooLargeError, UnsupportedInputError
+from pneumoscan.serve.security import COMMON_HEADERS, content_security_policy
+
 INTERNAL_ERROR = "internal server error; the details are in the server log"
 
 
-def image_error_status(message: str) -> int:
-    """HTTP status for an :class:`~pneumoscan.errors.ImageReadError` message of the decoding layer."""
-    if "pixel limit" in message or "too large to decode" in message:
+def error_status(exc: PneumoscanError) -> int:
+    """HTTP status for an input error, by its class: 413 too large, 415 unsupported, else 400."""
+    if isinstance(exc, TooLargeError):
         return 413
-    if "not a readable image" in message:
+    if isinstance(exc, UnsupportedInputError):
         return 415
     return 400
 
@@ -34,6 +39,12 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         return JSONResponse({"detail": "; ".join(problems) or "invalid request"}, status_code=422)
 
+    @app.exception_handler(PneumoscanError)
+    async def input_error(_request: Request, exc: PneumoscanError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=error_status(exc))
+
     @app.exception_handler(Exception)
-    async def unexpected(_request: Request, _exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": INTERNAL_ERROR}, status_code=500)
+    async def unexpected(request: Request, _exc: Exception) -> JSONResponse:
+        # answered outside the middleware stack, so it sets the security headers itself
+        headers = {**COMMON_HEADERS, "Content-Security-Policy": content_security_policy(request.url.path)}
+        return JSONResponse({"detail": INTERNAL_ERROR}, status_code=500, headers=headers)

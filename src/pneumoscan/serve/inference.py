@@ -13,15 +13,14 @@ import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 from pneumoscan.data.imageio import DecodedImage, read_image_bytes
 from pneumoscan.errors import ImageReadError, InputRefusedError
 from pneumoscan.predict import Prediction, Predictor
 from pneumoscan.preprocess import ModelInput, model_input, source_side
 from pneumoscan.serve.batching import MicroBatcher
-from pneumoscan.serve.errors import image_error_status
-from pneumoscan.serve.uploads import Upload, save_upload
+from pneumoscan.serve.errors import error_status
+from pneumoscan.serve.uploads import Upload, UploadArchive
 
 WEB_OVERLAY_SIDE = 512  # px: enough for the page, and a quarter of the full overlay's encoding time
 NO_HEATMAP_ENGINE = "heat maps need the torch engine; this server runs the {engine} engine"
@@ -44,11 +43,11 @@ class InferenceService:
     """Predicts uploads for the web API; concurrent requests share threads and engine batches."""
 
     def __init__(
-        self, predictor: Predictor, *, max_pixels: int, save_uploads_dir: Path | None = None
+        self, predictor: Predictor, *, max_pixels: int, archive: UploadArchive | None = None
     ) -> None:
         self.predictor = predictor
         self.max_pixels = max_pixels
-        self.save_uploads_dir = save_uploads_dir
+        self.archive = archive
         self.heatmaps = predictor.engine.name == "torch"
         workers = os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pneumoscan-decode")
@@ -77,7 +76,7 @@ class InferenceService:
             refused = Prediction.of_refused_file(upload.name, exc)
             return Outcome(refused, heatmap_note=REFUSED if heatmap else None)
         except ImageReadError as exc:
-            return Outcome(Prediction(upload.name, error=str(exc)), status=image_error_status(str(exc)))
+            return Outcome(Prediction(upload.name, error=str(exc)), status=error_status(exc))
         scores = (await self._batcher(prepared.pixels[None]))[0]
         prediction = self.predictor.result(upload.name, scores, prepared, refuse)
         if not heatmap:
@@ -94,8 +93,8 @@ class InferenceService:
         self, upload: Upload, *, for_model: bool = True, accept_refused: bool = False
     ) -> DecodedImage:
         """The upload decoded for the model (as ``read_for_model``) or at full resolution."""
-        if self.save_uploads_dir is not None and for_model:
-            save_upload(self.save_uploads_dir, upload)
+        if self.archive is not None and for_model:
+            self.archive.save(upload)
         min_side = source_side(self.predictor.meta.preprocess) if for_model else None
         return read_image_bytes(
             upload.data,

@@ -4,13 +4,17 @@ A request whose ``Content-Length`` is over the limit is refused before any of it
 a body without one (chunked) is counted as it arrives and refused as soon as it passes the limit.
 The multipart body is parsed by Starlette's parser with its spooling turned off, so uploads stay in
 memory (the size limit bounds them) and are never written to a temporary file.  Only
-:func:`save_upload`, used when the server runs with ``--save-uploads DIR``, writes them out.
+:class:`UploadArchive`, used when the server runs with ``--save-uploads DIR``, writes them out, up to
+a size cap for the folder.  :func:`check_pixel_budget` bounds the pixels one request may have decoded,
+measured from the image headers before anything is decoded.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
+import threading
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
@@ -23,11 +27,14 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from pneumoscan.atomic import atomic_write_bytes
+from pneumoscan.data.imageio import decoded_size
+from pneumoscan.errors import TooLargeError
 from pneumoscan.serve import MAX_FILES
 
 FIELD = "files"
 _MAX_NAME = 120
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_log = logging.getLogger("pneumoscan.serve")
 
 
 @dataclass(frozen=True)
@@ -72,13 +79,57 @@ async def read_uploads(request: Request, max_bytes: int) -> list[Upload]:
     return uploads
 
 
-def save_upload(directory: Path, upload: Upload) -> Path:
-    """Write a copy of ``upload`` into ``directory`` under a new, unique, file-system-safe name."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    safe = _UNSAFE.sub("_", upload.name).strip("._") or "upload"
-    target = directory / f"{stamp}-{uuid.uuid4().hex[:8]}-{safe}"
-    atomic_write_bytes(target, upload.data)
-    return target
+def check_pixel_budget(uploads: list[Upload], budget: int, min_side: int | None) -> None:
+    """Refuse a request whose images together decode to more than ``budget`` pixels.
+
+    Sizes come from the headers (:func:`~pneumoscan.data.imageio.decoded_size`; a JPEG counts at the
+    reduced scale it is decoded at when ``min_side`` is given), so nothing is decoded to find out.
+    Raises :class:`~pneumoscan.errors.TooLargeError` (413).
+    """
+    total = 0
+    for upload in uploads:
+        width, height = decoded_size(upload.data, min_side=min_side)
+        total += width * height
+    if total > budget:
+        raise TooLargeError(
+            f"these {len(uploads)} images hold {total / 1e6:.1f} million pixels together, over this "
+            f"server's budget of {budget / 1e6:g} million per request; send fewer or smaller images at a time"
+        )
+
+
+class UploadArchive:
+    """The ``--save-uploads`` folder: a copy of each upload under a safe, unique name, up to a size cap.
+
+    Once the folder holds ``max_bytes`` (counting what was there at start), further uploads are not
+    kept -- said once in the server log -- and predictions go on.
+    """
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        directory.mkdir(parents=True, exist_ok=True)
+        self.used = sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
+        self._lock = threading.Lock()  # uploads are saved from the decoding threads
+        self._full_said = False
+
+    def save(self, upload: Upload) -> Path | None:
+        """Write a copy of ``upload``; ``None`` when the folder is at its cap."""
+        with self._lock:
+            if self.used + len(upload.data) > self.max_bytes:
+                if not self._full_said:
+                    _log.warning(
+                        "%s holds %d MiB, its cap: further uploads are not kept",
+                        self.directory,
+                        self.used // 2**20,
+                    )
+                    self._full_said = True
+                return None
+            self.used += len(upload.data)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        safe = _UNSAFE.sub("_", upload.name).strip("._") or "upload"
+        target = self.directory / f"{stamp}-{uuid.uuid4().hex[:8]}-{safe}"
+        atomic_write_bytes(target, upload.data)
+        return target
 
 
 async def _bounded(chunks: AsyncIterator[bytes], max_bytes: int) -> AsyncGenerator[bytes, None]:

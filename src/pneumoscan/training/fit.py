@@ -1,17 +1,18 @@
 """``pneumoscan train``: fit a model on one or several data sources and write a complete run directory.
 
 The sources (data folders, labels CSVs; each a site) are recorded in the config as
-``data.sources``. RUN_DIR holds ``config.json`` (written first, so ``--resume`` can continue),
+``data.sources``. RUN_DIR holds ``config.json`` (written once the data is checked),
 ``checkpoints/`` (``last.ckpt`` every epoch, ``best.ckpt`` by ``train.monitor``: the validation
 loss, or the worst or mean per-site validation ROC-AUC), ``logs/metrics.csv`` (Lightning's
 log; the parts logged before each ``--resume`` are kept as ``logs/metrics-partNN.csv``),
 ``history.csv`` (one row per epoch of all parts), ``summary.json``, plots and the final
-``model.safetensors``.
+``model.safetensors``.  A run locks its folder while it trains (:mod:`pneumoscan.training.run_dir`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -43,19 +44,27 @@ from pneumoscan.calibration import calibrated, choose_threshold, fit_temperature
 from pneumoscan.config import Config
 from pneumoscan.data.datamodule import XrayDataModule
 from pneumoscan.engines.torch_engine import TorchEngine, load_network, network_tensors
-from pneumoscan.errors import PneumoscanError
+from pneumoscan.errors import DataError, PneumoscanError
 from pneumoscan.evaluation import plots
 from pneumoscan.evaluation.metrics import binary_metrics
 from pneumoscan.hardware import lightning_precision
 from pneumoscan.model_file import ModelMeta, save_model
+from pneumoscan.model_source import resolve_model
 from pneumoscan.predict import Predictor
 from pneumoscan.progress import live_bars
 from pneumoscan.synthetic import is_synthetic
 from pneumoscan.training.console import EpochLines, quiet_lightning
 from pneumoscan.training.gate import choose_gate
 from pneumoscan.training.module import MONITOR_MODES, XrayClassifier
+from pneumoscan.training.run_dir import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    check_run_dir,
+    locked_run_dir,
+    read_checkpoint,
+)
 
-MODEL_FILE = "model.safetensors"
+MIN_BATCH = 2  # BatchNorm needs two images in a training batch
 
 
 @dataclass
@@ -86,22 +95,30 @@ def train(
     file, a notebook); ``model_summary`` prints Lightning's table of layers first.
     """
     run_dir = Path(out_dir)
+    with locked_run_dir(run_dir):
+        return _train(data, run_dir, config, resume, init_from, progress, model_summary)
+
+
+def _train(
+    data: str | Path | Sequence[str | Path] | None,
+    run_dir: Path,
+    config: Config | None,
+    resume: bool,
+    init_from: str | Path | None,
+    progress: bool,
+    model_summary: bool,
+) -> TrainResult:
     initial = None if init_from is None or resume else _initial_network(init_from, config or Config())
-    config = _prepare_run_dir(run_dir, _with_sources(config or Config(), data, resume), resume)
+    config, checkpoint_path = check_run_dir(run_dir, _with_sources(config or Config(), data, resume), resume)
+    checkpoint = read_checkpoint(checkpoint_path) if checkpoint_path is not None else None
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     sources = _sources(data) or config.data.sources
     data_module = XrayDataModule(sources, config, progress)
     data_module.prepare_data()
-    n_normal, n_pneumonia = data_module.class_counts()
-    pos_weight = n_normal / n_pneumonia if config.train.class_weighted_loss else None
-    module = XrayClassifier(config.model_dump(), pos_weight, data_module.sites)
-    if initial is not None:
-        module.net.load_state_dict(initial.state_dict())
-    if resume:
+    clock = RunClock()
+    if checkpoint is not None:
         _keep_metrics_log(run_dir)
     bars = live_bars(progress, sys.stdout)
-    if model_summary:
-        print(ModelSummary(module, max_depth=2), flush=True)
     with quiet_lightning():
         trainer = L.Trainer(
             max_epochs=config.train.max_epochs,
@@ -111,18 +128,35 @@ def train(
             num_nodes=config.train.num_nodes,
             strategy=config.train.strategy,
             precision=lightning_precision(config.train.precision, config.train.accelerator),  # type: ignore[arg-type]
-            callbacks=_callbacks(run_dir, config, progress, bars),
+            callbacks=[*_callbacks(run_dir, config, progress, bars), clock],
             logger=CSVLogger(run_dir, name="logs", version=""),
             enable_progress_bar=bars,
             enable_model_summary=False,
             log_every_n_steps=10,
             deterministic=False,
         )
-    last = run_dir / "checkpoints" / "last.ckpt"
-    started = time.perf_counter()
+    config = _fit_batch_to_data(config, len(data_module.dataset("train")), trainer)
+    data_module.config = config
+    if checkpoint is None:
+        atomic_write_text(run_dir / CONFIG_FILE, config.to_json())
+    else:
+        done = checkpoint["epoch"] + 1
+        _say(trainer, f"resuming {run_dir} after epoch {done} of {config.train.max_epochs}")
+    n_normal, n_pneumonia = data_module.class_counts()
+    pos_weight = n_normal / n_pneumonia if config.train.class_weighted_loss else None
+    module = XrayClassifier(config.model_dump(), pos_weight, data_module.sites)
+    if initial is not None:
+        module.net.load_state_dict(initial.state_dict())
+    if model_summary:
+        print(ModelSummary(module, max_depth=2), flush=True)
     with quiet_lightning():
-        _fit(trainer, module, data_module, str(last) if resume and last.exists() else None)
-    seconds = time.perf_counter() - started
+        _fit(trainer, module, data_module, str(checkpoint_path) if checkpoint_path is not None else None)
+    if trainer.global_step == 0:
+        raise DataError(
+            f"{', '.join(sources)}: training took no optimiser step "
+            f"({len(data_module.dataset('train'))} training images, batch {config.train.batch_size}); "
+            "add images or lower --batch-size"
+        )
     agreement = _weight_agreement(module, trainer)
     if not trainer.is_global_zero:
         return TrainResult(run_dir, None, {}, pd.DataFrame())
@@ -130,7 +164,7 @@ def train(
         _restore_best(module, trainer)
     history = _history(run_dir)
     metrics = {
-        "train_seconds": round(seconds, 1),
+        "train_seconds": round(clock.seconds(), 1),
         "epochs": int(trainer.current_epoch),
         "train_images": len(data_module.dataset("train")),
         "val_images": len(data_module.dataset("val")),
@@ -161,22 +195,59 @@ def _with_sources(config: Config, data: str | Path | Sequence[str | Path] | None
     return config
 
 
-def _prepare_run_dir(run_dir: Path, config: Config | None, resume: bool) -> Config:
-    saved = run_dir / "config.json"
-    if resume:
-        if not saved.exists():
-            raise PneumoscanError(
-                f"{run_dir}: nothing to resume (no config.json); start a run without --resume"
-            )
-        return Config.load(saved)
-    if (run_dir / MODEL_FILE).exists() or (run_dir / "checkpoints").exists():
-        raise PneumoscanError(
-            f"{run_dir}: already holds a run; use --resume to continue it or choose a new --out"
+class RunClock(Callback):
+    """Training time of the whole run: kept in every checkpoint, so a resumed run adds to it."""
+
+    def __init__(self) -> None:
+        self.before = 0.0  # seconds of the earlier parts, as of their last checkpoint
+        self.started = time.perf_counter()
+
+    def seconds(self) -> float:
+        """Seconds trained so far, all parts of the run together."""
+        return self.before + time.perf_counter() - self.started
+
+    def state_dict(self) -> dict[str, float]:
+        return {"seconds": self.seconds()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before = float(state_dict.get("seconds", 0.0))
+
+
+def _fit_batch_to_data(config: Config, train_images: int, trainer: L.Trainer) -> Config:
+    """The config with a batch no larger than each process's share of the training images.
+
+    With fewer images per process than one batch, the batch is shrunk to that share (and said);
+    with fewer than :data:`MIN_BATCH` per process the run is refused.
+    """
+    world = trainer.world_size
+    share = math.ceil(train_images / world)  # DistributedSampler pads every process to this many
+    if share < MIN_BATCH:
+        raise DataError(
+            f"only {train_images} training images for {world} processes; "
+            f"each needs at least {MIN_BATCH}: add images or use fewer --devices"
         )
-    config = config or Config()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(saved, config.to_json())
-    return config
+    batch = config.train.batch_size
+    if share >= batch:
+        if share < 2 * batch and share % batch:
+            _say(
+                trainer,
+                f"warning: {share} training images per process make one batch of {batch} per epoch "
+                f"({share % batch} left out each epoch); a smaller --batch-size uses them all",
+            )
+        return config
+    processes = f" x {world} processes" if world > 1 else ""
+    _say(
+        trainer,
+        f"warning: only {train_images} training images for a batch of {batch}{processes}; "
+        f"training with batches of {share} instead",
+    )
+    return config.with_overrides([f"train.batch_size={share}"])
+
+
+def _say(trainer: L.Trainer, message: str) -> None:
+    """One line on stderr, from the first process only."""
+    if trainer.is_global_zero:
+        print(f"pneumoscan: {message}", file=sys.stderr)
 
 
 def _devices(devices: str) -> int | str:
@@ -207,7 +278,7 @@ def _callbacks(run_dir: Path, config: Config, progress: bool, bars: bool) -> lis
 
 def _initial_network(init_from: str | Path, config: Config) -> nn.Module:
     """The network of the model file to fine-tune, checked against ``config`` before any data is decoded."""
-    meta, net = load_network(init_from)
+    meta, net = load_network(resolve_model(init_from, "torch").path)
     if meta.model != config.model or meta.preprocess != config.preprocess:
         raise PneumoscanError(
             f"{init_from}: was trained as {meta.model.architecture} on {meta.preprocess.image_size}px input; "
@@ -233,7 +304,7 @@ def _fit(trainer: L.Trainer, module: XrayClassifier, data: XrayDataModule, ckpt_
     """
     sigint = signal.getsignal(signal.SIGINT)
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
     except SystemExit:
         if not trainer.interrupted:
             raise
@@ -248,7 +319,7 @@ def _restore_best(module: XrayClassifier, trainer: L.Trainer) -> None:
     checkpoint = trainer.checkpoint_callback
     best = getattr(checkpoint, "best_model_path", "")
     if best and os.path.exists(best):
-        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        state = read_checkpoint(Path(best))["state_dict"]
         module.load_state_dict(state)
 
 
