@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from pneumoscan.models.common import InputNormalization
 from pneumoscan.models.registry import register
+
+WIDTHS = (32, 64, 64, 128, 256)
+DENSE = (256, 128)
+DROPOUTS = (0.0, 0.1, 0.0, 0.2, 0.2)
+
+
+def feature_side(image_size: int) -> int:
+    """Side of the last feature map: five 3x3 valid convolutions, each followed by a 2x2 pooling."""
+    side = image_size
+    for _ in DROPOUTS:
+        side = (side - 2) // 2
+    return side
 
 
 def _block(cin: int, cout: int, dropout: float) -> nn.Sequential:
@@ -21,27 +35,39 @@ def _block(cin: int, cout: int, dropout: float) -> nn.Sequential:
 class SeedCNN(nn.Module):
     """Conv(32)-BN-Pool, Conv(64)-Drop(.1)-BN-Pool, Conv(64)-BN-Pool, Conv(128)-Drop(.2)-BN-Pool,
     Conv(256)-Drop(.2)-BN-Pool, Flatten, Dense 256-Drop(.2)-128-Drop(.2)-1 (3x3 valid convolutions,
-    about 2.1M parameters at 224x224x3)."""
+    about 2.1M parameters at 224x224x3).
 
-    def __init__(self, in_channels: int = 3, image_size: int = 224, normalization: str = "none") -> None:
+    ``widths`` (five convolution widths) and ``dense`` (two hidden Dense sizes) default to the
+    notebook's; other values describe the same layers at another size (e.g. an imported Keras file).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        image_size: int = 224,
+        normalization: str = "none",
+        widths: Sequence[int] = WIDTHS,
+        dense: Sequence[int] = DENSE,
+    ) -> None:
         super().__init__()
+        if len(widths) != len(DROPOUTS) or len(dense) != 2:
+            raise ValueError(f"seed-cnn needs {len(DROPOUTS)} widths and 2 dense sizes")
         self.normalize = InputNormalization(normalization)
-        plan = [(in_channels, 32, 0.0), (32, 64, 0.1), (64, 64, 0.0), (64, 128, 0.2), (128, 256, 0.2)]
-        self.features = nn.Sequential(*[_block(cin, cout, p) for cin, cout, p in plan])
-        side = image_size
-        for _ in plan:
-            side = (side - 2) // 2
+        inputs = [in_channels, *widths[:-1]]
+        blocks = zip(inputs, widths, DROPOUTS, strict=True)
+        self.features = nn.Sequential(*[_block(cin, cout, p) for cin, cout, p in blocks])
+        side = feature_side(image_size)
         if side < 1:
             raise ValueError(f"seed-cnn needs image_size >= 94, got {image_size}")
         self.head = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(256 * side * side, 256),
+            nn.Linear(widths[-1] * side * side, dense[0]),
             nn.ReLU(inplace=True),
             nn.Dropout(0.2),
-            nn.Linear(256, 128),
+            nn.Linear(dense[0], dense[1]),
             nn.ReLU(inplace=True),
             nn.Dropout(0.2),
-            nn.Linear(128, 1),
+            nn.Linear(dense[1], 1),
         )
 
     @property
