@@ -21,34 +21,20 @@ TensorFlow is not a pneumoscan dependency; use a throwaway environment::
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from keras_notebook import notebook_model  # noqa: E402  (the notebook's network, shared with the benchmark)
+
 SIZE = 160
 WIDTHS = (4, 8, 8, 8, 16)
-DROPOUTS = (0.0, 0.1, 0.0, 0.2, 0.2)
 DENSE = (8, 4)
-OUT = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
-
-
-def build(separate_relu: bool) -> keras.Model:
-    """The notebook's layers; ``separate_relu`` puts each ReLU in its own layer."""
-    act = None if separate_relu else "relu"
-    layers: list[keras.layers.Layer] = [keras.Input((SIZE, SIZE, 3))]
-    for width, dropout in zip(WIDTHS, DROPOUTS, strict=True):
-        layers.append(keras.layers.Conv2D(width, (3, 3), activation=act))
-        if separate_relu:
-            layers.append(keras.layers.ReLU())
-        if dropout:
-            layers.append(keras.layers.Dropout(dropout))
-        layers += [keras.layers.BatchNormalization(), keras.layers.MaxPooling2D((2, 2))]
-    layers.append(keras.layers.Flatten())
-    for units in DENSE:
-        layers += [keras.layers.Dense(units, activation="relu"), keras.layers.Dropout(0.2)]
-    layers.append(keras.layers.Dense(1, activation="sigmoid"))
-    return keras.Sequential(layers)
+OUT = ROOT / "tests" / "fixtures"
 
 
 def randomize(model: keras.Model, rng: np.random.Generator) -> None:
@@ -86,7 +72,7 @@ def images(rng: np.random.Generator, n: int, channels: int) -> np.ndarray:
 def main() -> None:
     rng = np.random.default_rng(14)
     keras.utils.set_random_seed(14)
-    inline, separate = build(separate_relu=False), build(separate_relu=True)
+    inline, separate = (notebook_model(SIZE, WIDTHS, DENSE, separate_relu=s) for s in (False, True))
     randomize(inline, rng)
     separate.set_weights(inline.get_weights())
     rgb, gray = images(rng, 4, 3), images(rng, 4, 1)[..., 0]

@@ -11,7 +11,7 @@ from torch import nn
 from pneumoscan.errors import ModelFileError
 from pneumoscan.hardware import use_bf16
 from pneumoscan.model_file import ModelMeta, read_model
-from pneumoscan.models import build_model
+from pneumoscan.models import build_model, inference_network
 
 
 def network_tensors(net: nn.Module) -> dict[str, np.ndarray]:
@@ -44,13 +44,18 @@ def load_network(path: str | os.PathLike[str]) -> tuple[ModelMeta, nn.Module]:
 
 
 class TorchEngine:
-    """Computes logits with PyTorch (channels_last; bf16 only where the CPU has native bf16)."""
+    """Computes logits with PyTorch (channels_last; bf16 only where the CPU has native bf16).
+
+    ``net`` is the network as trained (Grad-CAM hooks into it); logits come from its
+    :func:`~pneumoscan.models.inference_network`, which computes the same function faster.
+    """
 
     name = "torch"
 
     def __init__(self, meta: ModelMeta, net: nn.Module, precision: str = "auto") -> None:
         self.meta = meta
         self.net = net.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.inference_net = inference_network(self.net)
         self.bf16 = use_bf16(precision)
 
     @classmethod
@@ -63,4 +68,4 @@ class TorchEngine:
         """Logits for a float32 ``(N, C, S, S)`` batch from :func:`pneumoscan.preprocess.to_model_input`."""
         x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            return self.net(x).float().numpy()
+            return self.inference_net(x).float().numpy()

@@ -3,7 +3,8 @@
 An architecture is an ``nn.Module`` subclass whose constructor takes ``in_channels``,
 ``image_size`` and ``normalization`` plus its own keyword options, that returns one logit per
 image from ``forward`` and exposes ``cam_layer``: the module whose output is the last
-convolutional stage, used for Grad-CAM heat maps.
+convolutional stage, used for Grad-CAM heat maps. It may provide ``inference_copy()``: a network
+computing the same eval-mode function faster (see :func:`inference_network`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import nn
 
 from pneumoscan.config import ModelConfig, PreprocessConfig
 from pneumoscan.errors import PneumoscanError
+from pneumoscan.hardware import reuse_freed_memory
 
 
 class Architecture(Protocol):
@@ -45,7 +47,12 @@ def available_architectures() -> list[str]:
 
 
 def build_model(model: ModelConfig, preprocess: PreprocessConfig) -> nn.Module:
-    """Instantiate the architecture named in ``model`` for inputs described by ``preprocess``."""
+    """Instantiate the architecture named in ``model`` for inputs described by ``preprocess``.
+
+    Building a network is where large tensors begin, so this also sets the allocator up for them
+    (:func:`pneumoscan.hardware.reuse_freed_memory`).
+    """
+    reuse_freed_memory()
     _load_builtins()
     try:
         cls = _REGISTRY[model.architecture]
@@ -64,6 +71,13 @@ def build_model(model: ModelConfig, preprocess: PreprocessConfig) -> nn.Module:
         raise PneumoscanError(
             f"architecture {model.architecture!r}: bad options {model.options} ({exc})"
         ) from None
+
+
+def inference_network(net: nn.Module) -> nn.Module:
+    """``net`` in eval mode, or its ``inference_copy()`` where the architecture has one (inference only:
+    no training, no Grad-CAM)."""
+    copy = getattr(net.eval(), "inference_copy", None)
+    return copy() if callable(copy) else net
 
 
 def _load_builtins() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from copy import deepcopy
+from typing import cast
 
 import torch
 from torch import nn
@@ -29,6 +31,23 @@ def _block(cin: int, cout: int, dropout: float) -> nn.Sequential:
         layers.append(nn.Dropout(dropout))
     layers += [nn.BatchNorm2d(cout), nn.MaxPool2d(2)]
     return nn.Sequential(*layers)
+
+
+def _fold_into_conv(conv: nn.Conv2d, a: torch.Tensor, b: torch.Tensor) -> None:
+    """Make ``conv(x)`` compute ``conv(a * x + b)`` (per input channel; valid padding)."""
+    weight = conv.weight.double()
+    assert conv.bias is not None
+    conv.bias.copy_(conv.bias.double() + (weight * b[None, :, None, None]).sum(dim=(1, 2, 3)))
+    conv.weight.copy_(weight * a[None, :, None, None])
+
+
+def _fold_into_linear(linear: nn.Linear, a: torch.Tensor, b: torch.Tensor) -> None:
+    """Make ``linear(flatten(x))`` compute ``linear(flatten(a * x + b))`` for NCHW maps ``x``."""
+    per_column = linear.in_features // a.numel()
+    a, b = a.repeat_interleave(per_column), b.repeat_interleave(per_column)
+    weight = linear.weight.double()
+    linear.bias.copy_(linear.bias.double() + weight @ b)
+    linear.weight.copy_(weight * a[None, :])
 
 
 @register("seed-cnn")
@@ -76,3 +95,31 @@ class SeedCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.normalize(x))).squeeze(1)
+
+    @torch.no_grad()
+    def inference_copy(self) -> SeedCNN:
+        """A copy that computes the same eval-mode function with less work (for inference only).
+
+        In eval mode a BatchNorm is a per-channel map ``a * x + b``; where every ``a > 0`` it
+        commutes with max pooling, and so does ReLU. Each such block becomes conv → pool → ReLU
+        (on a quarter of the pixels) and its ``a, b`` are folded into the next convolution (valid
+        padding, so exactly) or the first Dense layer. The full-resolution maps then take a
+        convolution and a pooling pass instead of four passes. Blocks with a scale ``a <= 0`` stay
+        as they are. Grad-CAM must use the original (its ``cam_layer`` is before the pooling).
+        """
+        copy = deepcopy(self).eval()
+        pending: tuple[torch.Tensor, torch.Tensor] | None = None  # (a, b) not yet folded
+        for i, block in enumerate(cast("list[nn.Sequential]", list(copy.features))):
+            conv, norm = cast(nn.Conv2d, block[0]), cast(nn.BatchNorm2d, block[-2])
+            if pending is not None:
+                _fold_into_conv(conv, *pending)
+            mean, var = norm.running_mean, norm.running_var
+            assert mean is not None and var is not None  # seed-cnn's BatchNorms track statistics
+            a = norm.weight.double() / torch.sqrt(var.double() + norm.eps)
+            pending = None
+            if bool((a > 0).all()):
+                pending = (a, norm.bias.double() - a * mean.double())
+                copy.features[i] = nn.Sequential(conv, block[-1], nn.ReLU(inplace=True))
+        if pending is not None:
+            _fold_into_linear(cast(nn.Linear, copy.head[1]), *pending)
+        return copy
