@@ -14,12 +14,13 @@ TensorFlow runs in a worker process (``benchmarks/keras_notebook.py``) started w
 its own environment (``--keras-python``), so it never becomes a pneumoscan dependency.
 
     python benchmarks/speed.py [--seconds 8] [--batch 64 256]
-    python benchmarks/speed.py --vs-keras --keras-python /tmp/tfvenv/bin/python [--repeats 3]
+    python benchmarks/speed.py --vs-keras --keras-python /tmp/tfvenv/bin/python [--torch-threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import tempfile
@@ -50,8 +51,9 @@ def _rate(step: Callable[[], int], seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
-def train_rate(config: Config, seconds: float, augment: bool = True) -> float:
-    """Images/s of full training steps (augmentation, forward, backward, optimiser) on random batches."""
+def train_rate(config: Config, seconds: float, augment: bool = True, bf16: bool = False) -> float:
+    """Images/s of full training steps (augmentation, forward, backward, optimiser) on random batches;
+    ``bf16``: under bf16 autocast, as ``train`` runs where the CPU has native bf16."""
     if not augment:
         config = config.with_overrides(["augment.enabled=false"])
     module = XrayClassifier(config.model_dump())
@@ -62,7 +64,8 @@ def train_rate(config: Config, seconds: float, augment: bool = True) -> float:
     y = torch.randint(0, 2, (batch,)).float()
 
     def step() -> int:
-        logits = module(module.augment(x))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = module(module.augment(x))
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
         optimizer.zero_grad()
         loss.backward()
@@ -124,8 +127,9 @@ class KerasWorker:
 
     def __init__(self, python: str) -> None:
         script = Path(__file__).with_name("keras_notebook.py")
+        env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # TensorFlow's own defaults
         self.process = subprocess.Popen(
-            [python, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [python, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
         )
 
     def ask(self, command: str) -> str:
@@ -150,39 +154,47 @@ def vs_keras(python: str, seconds: float, repeats: int) -> None:
     config = recipe("seed")
     keras = KerasWorker(python)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {keras.ask('version')}")
-    train, augmented, infer_keras = [], [], []
+    bf16 = use_bf16("auto")
+    train, train_bf16, augmented, infer_keras = [], [], [], []
     infer: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         model = save_untrained(config, Path(tmp) / "seed.safetensors")
         predictors = {"torch fp32": Predictor(TorchEngine.load(model, precision="32"))}
-        if use_bf16("auto"):
-            predictors["torch bf16 (native here)"] = Predictor(TorchEngine.load(model, precision="bf16"))
+        if bf16:
+            predictors["torch bf16"] = Predictor(TorchEngine.load(model, precision="bf16"))
         predictors.update((k, v) for k, v in engines(model, Path(tmp), int8=False).items() if k != "torch")
         train_keras = []
         for _ in range(repeats):
             train.append(train_rate(config, seconds, augment=False))
             train_keras.append(float(keras.ask(f"train 32 {seconds}")))
-            augmented.append(train_rate(config, seconds))
+            if bf16:
+                train_bf16.append(train_rate(config, seconds, augment=False, bf16=True))
+            augmented.append(train_rate(config, seconds, bf16=bf16))
             for engine, predictor in predictors.items():
                 infer.setdefault(engine, []).append(inference_rate(predictor, 64, seconds))
             infer_keras.append(float(keras.ask(f"infer 64 {seconds}")))
     keras.close()
-    rows = [("train img/s b32, network step", train, train_keras)]
+    rows = [("train img/s b32, network step, fp32", train, train_keras)]
+    if bf16:
+        rows.append(("train img/s b32, network step, bf16", train_bf16, train_keras))
     rows += [(f"infer img/s b64, {engine}", rates, infer_keras) for engine, rates in infer.items()]
-    rows.append(("train img/s b32, with augmentation", augmented, None))
-    header = f"{'measure':<36}{'pneumoscan':>11}{'keras':>8}{'ratio':>8}   pneumoscan runs | keras runs"
+    rows.append((f"train img/s b32, augmented, {'bf16' if bf16 else 'fp32'}", augmented, None))
+    header = f"{'measure':<38}{'pneumoscan':>11}{'keras':>8}{'ratio':>8}   pneumoscan runs | keras runs"
     print(f"{header}\n{'-' * len(header)}")
     for measure, ours, theirs in rows:
         ours_text = " ".join(f"{v:.1f}" for v in ours)
         if theirs is None:
-            print(f"{measure:<36}{statistics.median(ours):>11.1f}{'-':>8}{'':>8}   {ours_text}")
+            print(f"{measure:<38}{statistics.median(ours):>11.1f}{'-':>8}{'':>8}   {ours_text}")
             continue
         ratio = statistics.median(ours) / statistics.median(theirs)
         print(
-            f"{measure:<36}{statistics.median(ours):>11.1f}{statistics.median(theirs):>8.1f}{ratio:>7.2f}x   "
+            f"{measure:<38}{statistics.median(ours):>11.1f}{statistics.median(theirs):>8.1f}{ratio:>7.2f}x   "
             f"{ours_text} | {' '.join(f'{v:.1f}' for v in theirs)}"
         )
-    print("medians of the runs; ratio: pneumoscan / keras (higher is faster)")
+    print(
+        "medians of the runs; ratio: pneumoscan / keras (higher is faster); keras: fp32; "
+        "bf16: pneumoscan's default where the CPU has native bf16"
+    )
 
 
 def main() -> None:
@@ -194,8 +206,13 @@ def main() -> None:
     )
     parser.add_argument("--keras-python", default="python3", help="a Python with TensorFlow (for --vs-keras)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating repeats (for --vs-keras)")
+    parser.add_argument(
+        "--torch-threads", type=int, help="torch.set_num_threads (default: torch's, all cores)"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     if args.vs_keras:
         vs_keras(args.keras_python, args.seconds, args.repeats)
         return
