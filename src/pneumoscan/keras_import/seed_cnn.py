@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 
@@ -141,7 +142,7 @@ class _Cursor:
         if layer.config.get("activation") == "linear":
             self.take(f"a {name} after '{layer.name}'", _activation(name))
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str) -> NoReturn:
         raise ModelFileError(f"{self.source}: {message}; import-keras reads only that architecture")
 
 
@@ -168,15 +169,10 @@ def match_seed_cnn(source: str, layers: list[KerasLayer]) -> SeedLayers:
 
 
 def _input_shape(source: str, layers: list[KerasLayer]) -> tuple[int, int]:
-    """(side, channels) of the model's input, from the config."""
-    first = layers[0].config
-    shape = (
-        first.get("batch_shape")
-        or first.get("batch_input_shape")
-        or (layers[0].kind != "InputLayer" and first.get("build_config", {}).get("input_shape"))
-    )
+    """(side, channels) of the model's input: the InputLayer's or the first layer's batch shape."""
+    shape = None
     for layer in layers[:2]:
-        shape = shape or layer.config.get("batch_input_shape") or layer.config.get("batch_shape")
+        shape = shape or layer.config.get("batch_shape") or layer.config.get("batch_input_shape")
     if not shape or len(shape) != 4 or shape[1] != shape[2] or shape[3] not in (1, 3) or shape[1] is None:
         raise ModelFileError(
             f"{source}: input shape {shape!r} is not a fixed square image of 1 or 3 channels "
