@@ -1,4 +1,5 @@
-"""The ``pneumoscan`` command line: inspect, train, evaluate, calibrate, predict, pacs, export, serve, demo.
+"""The ``pneumoscan`` command line: inspect, train, evaluate, calibrate, predict, pacs, export,
+import-keras, serve, demo.
 
 Every user error ends in one line on stderr (``pneumoscan: error: ...``) and exit status 2;
 ``--debug`` shows the traceback instead.  Heavy libraries are imported inside each command so
@@ -596,6 +597,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_import_keras(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "import-keras",
+        help="convert the notebook's Keras .h5/.keras file into a model file",
+        description="Convert a Keras .h5 or .keras file of the notebook's CNN into a seed-cnn model file "
+        "(reads it with h5py; TensorFlow is not needed).",
+    )
+    p.add_argument("keras_model", help="Keras model file (.h5 from model.save, or .keras)")
+    p.add_argument("--out", required=True, help="model file to write (.safetensors)")
+
+
+def cmd_import_keras(args: argparse.Namespace) -> int:
+    from pneumoscan.keras_import import import_keras
+
+    print(f"wrote {import_keras(args.keras_model, args.out)}")
+    return 0
+
+
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     from pneumoscan import serve
 
@@ -761,6 +780,7 @@ COMMANDS = {
     "pacs": (_add_pacs, cmd_pacs),
     "info": (_add_info, cmd_info),
     "export": (_add_export, cmd_export),
+    "import-keras": (_add_import_keras, cmd_import_keras),
     "serve": (_add_serve, cmd_serve),
     "demo": (_add_demo, cmd_demo),
 }

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
+import sys
+
 import torch
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_reusing = False
 
 
 def has_native_bf16(device: str = "cpu") -> bool:
@@ -24,3 +30,23 @@ def lightning_precision(precision: str, accelerator: str) -> str:
     """Lightning ``Trainer(precision=...)`` value for a config ``precision``."""
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     return "bf16-mixed" if use_bf16(precision, "cuda" if gpu else "cpu") else "32-true"
+
+
+def reuse_freed_memory() -> bool:
+    """Keep freed memory in the process for reuse (glibc only; once per process; True if set).
+
+    glibc serves every allocation over 32 MB with a fresh ``mmap`` and returns it to the kernel on
+    ``free``, so each training step of a large network page-faults and zeroes its activations anew
+    (``seed-cnn`` at 224 px, batch 32: 200 MB tensors; measured: a quarter of the CPU time in the
+    kernel and 1.6x the CPU time per image). Turning those ``mmap``s off and raising the trim
+    threshold makes freed blocks reusable, as a caching allocator would. Memory use stays at its peak.
+    """
+    global _reusing
+    if _reusing or not sys.platform.startswith("linux"):
+        return _reusing
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        _reusing = bool(libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        _reusing = False
+    return _reusing

@@ -11,7 +11,7 @@ from torch import nn
 from pneumoscan.errors import ModelFileError, PneumoscanError
 from pneumoscan.hardware import use_bf16
 from pneumoscan.model_file import ModelMeta, read_model
-from pneumoscan.models import build_model
+from pneumoscan.models import build_model, inference_network
 from pneumoscan.models.common import XrayNetwork
 
 
@@ -69,13 +69,18 @@ def load_network(path: str | os.PathLike[str]) -> tuple[ModelMeta, XrayNetwork]:
 
 
 class TorchEngine:
-    """Computes logits with PyTorch (channels_last; bf16 only where the CPU has native bf16)."""
+    """Computes logits with PyTorch (channels_last; bf16 only where the CPU has native bf16).
+
+    ``net`` is the network as trained (Grad-CAM hooks into it); logits come from its
+    :func:`~pneumoscan.models.inference_network`, which computes the same function faster.
+    """
 
     name = "torch"
 
     def __init__(self, meta: ModelMeta, net: XrayNetwork, precision: str = "auto") -> None:
         self.meta = meta
         self.net = net.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.inference_net = inference_network(self.net)
         self.bf16 = use_bf16(precision)
 
     @classmethod
@@ -89,7 +94,8 @@ class TorchEngine:
         from :func:`pneumoscan.preprocess.to_model_input`."""
         x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            if self.net.gate is None:
-                return self.net(x).float().numpy(), None
-            logits, gate = self.net.forward_with_gate(x)
+            net = self.inference_net
+            if net.gate is None:
+                return net(x).float().numpy(), None
+            logits, gate = net.forward_with_gate(x)
             return logits.float().numpy(), gate.float().numpy()

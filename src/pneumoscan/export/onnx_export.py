@@ -57,6 +57,7 @@ def export_onnx(
         raise PneumoscanError(f"{out}: the output file name must end in .onnx")
     _check_opset(onnx_lib, opset)
     from pneumoscan.engines.torch_engine import load_network
+    from pneumoscan.models import inference_network
 
     meta, net = load_network(model_path)
     films = None
@@ -64,7 +65,7 @@ def export_onnx(
         from pneumoscan.export.quantize import calibration_films
 
         films = calibration_films(int8_calibration, meta.preprocess, calibration_images)
-    model = _trace(net, meta, opset)
+    model = _trace(inference_network(net), meta, opset)
     with atomic_path(out) as tmp:
         props = metadata_props(meta)
         if films is not None:

@@ -4,7 +4,9 @@ An architecture is a :class:`~pneumoscan.models.common.XrayNetwork` subclass who
 takes ``in_channels``, ``image_size`` and ``normalization`` plus its own keyword options, splits
 its forward pass into ``forward_features`` and ``forward_head`` (one logit per image) and exposes
 ``cam_layer``: the module whose output is the last convolutional stage, used for Grad-CAM heat
-maps.  With ``ModelConfig.gate`` the built network also carries the "chest film?" gate head.
+maps.  With ``ModelConfig.gate`` the built network also carries the "chest film?" gate head.  It may
+provide ``inference_copy()``: a network computing the same eval-mode function faster (see
+:func:`inference_network`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TypeVar
 
 from pneumoscan.config import ModelConfig, PreprocessConfig
 from pneumoscan.errors import PneumoscanError
+from pneumoscan.hardware import reuse_freed_memory
 from pneumoscan.models.common import XrayNetwork
 
 _REGISTRY: dict[str, type[XrayNetwork]] = {}
@@ -37,7 +40,12 @@ def available_architectures() -> list[str]:
 
 
 def build_model(model: ModelConfig, preprocess: PreprocessConfig) -> XrayNetwork:
-    """Instantiate the architecture named in ``model`` for inputs described by ``preprocess``."""
+    """Instantiate the architecture named in ``model`` for inputs described by ``preprocess``.
+
+    Building a network is where large tensors begin, so this also sets the allocator up for them
+    (:func:`pneumoscan.hardware.reuse_freed_memory`).
+    """
+    reuse_freed_memory()
     _load_builtins()
     try:
         cls: Callable[..., XrayNetwork] = _REGISTRY[model.architecture]
@@ -59,6 +67,13 @@ def build_model(model: ModelConfig, preprocess: PreprocessConfig) -> XrayNetwork
     if model.gate:
         net.attach_gate()
     return net
+
+
+def inference_network(net: XrayNetwork) -> XrayNetwork:
+    """``net`` in eval mode, or its ``inference_copy()`` where the architecture has one (inference only:
+    no training, no Grad-CAM)."""
+    copy = getattr(net.eval(), "inference_copy", None)
+    return copy() if callable(copy) else net
 
 
 def _load_builtins() -> None:
