@@ -41,3 +41,19 @@ def test_inference_copy_computes_the_same_function(negative_block: int | None) -
         torch.testing.assert_close(fast(x), net(x), atol=1e-5, rtol=1e-5)
     folded = [len(block) == 3 for block in fast.features]  # type: ignore[arg-type]
     assert folded == [i != negative_block for i in range(5)]
+
+
+def test_inference_copy_keeps_the_gate_input() -> None:
+    """With a gate, the last block's output is the gate's input: it stays unfolded and equal."""
+    torch.manual_seed(1)
+    net = SeedCNN(image_size=128, widths=(4, 8, 8, 8, 16), dense=(8, 4))
+    net.attach_gate()
+    net.eval()
+    for norm in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        norm.running_var = torch.rand(norm.num_features) + 0.05
+    fast = net.inference_copy()
+    x = torch.rand(4, 3, 128, 128)
+    with torch.no_grad():
+        for got, want in zip(fast.forward_with_gate(x), net.forward_with_gate(x), strict=True):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert [len(block) == 3 for block in fast.features] == [True] * 4 + [False]  # type: ignore[arg-type]
