@@ -9,7 +9,7 @@ import pytest
 from test_manifest import kaggle_tree, write_image
 from test_pipeline import assert_one_error_line, run_cli
 
-from pneumoscan.cli import collect_images
+from pneumoscan.cli import PREDICT_HEADER, collect_images
 from pneumoscan.data.imageio import find_image_files
 from pneumoscan.data.manifest import scan_dataset
 from pneumoscan.errors import PneumoscanWarning
@@ -58,7 +58,8 @@ def test_an_unreadable_subfolder_is_reported(unreadable: Path) -> None:
 def test_predict_names_an_unreadable_subfolder(unreadable: Path, capfd: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(["predict", str(unreadable.parent)], capfd)
     assert code == 0, err
-    assert len(out.strip().splitlines()) == 3
+    header, *rows = out.strip().splitlines()
+    assert header == PREDICT_HEADER and len(rows) == 3
     assert f"pneumoscan: warning: {unreadable}: folder cannot be read (Permission denied)" in err
 
 

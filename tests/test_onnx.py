@@ -95,9 +95,11 @@ def test_metadata_round_trips(trained_model: Path, onnx_model: Path) -> None:
     assert float(props["temperature"]) == meta.temperature
     assert props["architecture"] == "pneumo-resnet"
     assert ModelMeta.model_validate_json(props["pneumoscan"]).preprocess == meta.preprocess
-    [image], [logit] = graph.graph.input, graph.graph.output
-    assert (image.name, logit.name) == ("image", "logit")
-    assert image.type.tensor_type.shape.dim[0].dim_param and len(logit.type.tensor_type.shape.dim) == 1
+    assert meta.gate is not None  # the fixture's recipe trains a gate, which the graph carries
+    [image], [logit, gate] = graph.graph.input, graph.graph.output
+    assert (image.name, logit.name, gate.name) == ("image", "logit", "chest_logit")
+    assert image.type.tensor_type.shape.dim[0].dim_param
+    assert len(logit.type.tensor_type.shape.dim) == len(gate.type.tensor_type.shape.dim) == 1
 
 
 def test_seed_cnn_keeps_its_opset_and_threshold(seed_cnn_files: tuple[Path, Path]) -> None:

@@ -172,6 +172,6 @@ def test_older_model_without_gate_still_works_and_says_so(
     (prediction,) = Predictor.load(old).predict_files([film])
     assert prediction.ood_score is None and not prediction.refused and prediction.label is not None
     assert main(["info", str(old)]) == 0
-    assert "no out-of-distribution check" in capsys.readouterr().out
+    assert "no out-of-distribution check" in capsys.readouterr().err
     assert main(["predict", str(old), str(film)]) == 0
     assert "no out-of-distribution check" in capsys.readouterr().err

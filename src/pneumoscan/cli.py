@@ -546,10 +546,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         meta = load_engine(source.path).meta
     print(meta.model_dump_json(indent=2))
-    if meta.gate is None:
-        print(f"gate: none ({NO_GATE})")
+    if meta.gate is None:  # on stderr, like the history: stdout stays one JSON document
+        print(f"gate: none ({NO_GATE})", file=sys.stderr)
     else:
-        print(f"gate: refuses when ood_score > {meta.gate.threshold:.4f} ({meta.gate.rule})")
+        print(f"gate: refuses when ood_score > {meta.gate.threshold:.4f} ({meta.gate.rule})", file=sys.stderr)
     if meta.calibration_history:
         print("calibration history:", file=sys.stderr)
         for number, record in enumerate(meta.calibration_history, 1):

@@ -75,7 +75,9 @@ def quantize_graph(model: onnx.ModelProto, out: Path, films: np.ndarray, cfg: Pr
     with tempfile.TemporaryDirectory() as tmp:
         float_path, prepared_path = Path(tmp) / "float.onnx", Path(tmp) / "prepared.onnx"
         onnx.save_model(model, float_path)
-        quant_pre_process(str(float_path), str(prepared_path))
+        # ONNX's own shape inference is enough for a CNN; onnxruntime's symbolic one (made for
+        # transformers) fails on the gate head's Concat of pooled features
+        quant_pre_process(str(float_path), str(prepared_path), skip_symbolic_shape=True)
         convs = [node.name for node in onnx.load(prepared_path).graph.node if node.op_type == "Conv"]
         quantize_static(
             str(prepared_path),
