@@ -184,13 +184,16 @@ def test_site_balanced_sampling_proportions() -> None:
     expected = np.sqrt([5000, 700]) / np.sqrt([5000, 700]).sum()  # n_site ** (1 - 0.5)
     assert site_shares(half, sites) == pytest.approx(expected, abs=0.015)
 
-    classes = sampling_weights(labels, sites, True, 0.0)  # class balancing alone: 1 / class count
+    classes = sampling_weights(labels, sites, True, 0.0)  # classes balanced within each site
     assert classes is not None
-    counts = np.bincount(labels.astype(int))
-    np.testing.assert_allclose(classes, 1.0 / counts[labels.astype(int)])
+    assert site_shares(classes, sites) == pytest.approx([5000 / 5700, 700 / 5700], abs=0.015)
     both = sampling_weights(labels, sites, True, 1.0)
     assert both is not None
     assert site_shares(both, sites) == pytest.approx([0.5, 0.5], abs=0.015)
+    for site in (0, 1):  # both classes equally likely at every site
+        in_site = sites == site
+        share = both[in_site & (labels == 1)].sum() / both[in_site].sum()
+        assert share == pytest.approx(0.5)
 
 
 def test_config_fields() -> None:

@@ -39,19 +39,20 @@ def sampling_weights(
 ) -> np.ndarray | None:
     """Per-image draw weights of the training sampler, or None for plain shuffling.
 
-    Each image starts at 1 (or 1 / its class's count with ``balanced_classes``); the images of a site
-    are then scaled by ``M ** -site_balance``, where M is that site's total starting weight. So 0 keeps
-    the pooled draw, 1 makes every site equally likely per draw, and without class balancing the
-    weight is ``(1 / n_site) ** site_balance``.
+    Each image starts at 1, or with ``balanced_classes`` at ``n_site / (2 n_site,class)``, so that
+    both classes are equally likely within every site while each site keeps its total weight
+    ``n_site``; the images of a site are then scaled by ``n_site ** -site_balance``. So 0 keeps the
+    sites in proportion to their size, 1 makes every site equally likely per draw.
     """
     if not balanced_classes and site_balance == 0:
         return None
-    labels = labels.astype(int)
-    weights = 1.0 / np.bincount(labels, minlength=2)[labels] if balanced_classes else np.ones(len(labels))
-    if site_balance:
-        mass = np.bincount(sites, weights=weights)
-        weights = weights * mass[sites] ** -site_balance
-    return weights
+    labels, sites = labels.astype(int), sites.astype(int)
+    per_site = np.bincount(sites)
+    cells = sites * 2 + labels  # (site, class)
+    weights = (
+        per_site[sites] / (2.0 * np.bincount(cells)[cells]) if balanced_classes else np.ones(len(labels))
+    )
+    return weights * per_site[sites].astype(float) ** -site_balance
 
 
 class CachedImageDataset(Dataset):
