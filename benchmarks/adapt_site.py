@@ -18,6 +18,7 @@ Prints a table (ROC-AUC, sensitivity, specificity, accuracy on the test half).
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -38,6 +39,7 @@ YOUDEN = CalibrationConfig(threshold_rule="youden")
 def split_site(csv: Path, out: Path, seed: int = 7) -> tuple[Path, pd.DataFrame]:
     """Write ``test.csv`` (half the patients) and return it with the labelled pool (shuffled)."""
     rows = read_labels_csv(csv)
+    rows["path"] = rows["path"].map(os.path.abspath)  # the new CSVs live in another folder
     names = rows["path"].map(lambda p: Path(p).name)
     rows = rows.assign(patient_id=rows["patient"].where(rows["patient"] != "", names.map(patient_id)))
     halves = patient_split(rows, 0.5, seed)

@@ -231,7 +231,8 @@ def seed_recipe() -> Config:
 
 def default_recipe() -> Config:
     """The bundled model's recipe: grayscale 128 px, small ResNet with a gate, shift-robust augmentation,
-    sites drawn equally often, one threshold chosen for the worst site."""
+    sites drawn equally often with both classes equally likely at each, one threshold chosen for the
+    worst site."""
     return Config(
         recipe="default",
         preprocess=PreprocessConfig(image_size=128, channels=1, crop_fraction=0.8, normalization="zscore"),
@@ -249,7 +250,7 @@ def default_recipe() -> Config:
             noise=0.05,
             erasing=0.3,
         ),
-        data=DataConfig(val_fraction=0.1, site_balance=1.0),
+        data=DataConfig(val_fraction=0.1, site_balance=1.0, balanced_sampling=True),
         model=ModelConfig(
             architecture="pneumo-resnet", options={"stem_stride": 4, "widths": [24, 48, 96, 192]}, gate=True
         ),
@@ -261,7 +262,6 @@ def default_recipe() -> Config:
             max_epochs=20,
             scheduler="onecycle",
             early_stopping_patience=None,
-            class_weighted_loss=True,
             monitor="val_auc_worst",
         ),
         calibration=CalibrationConfig(threshold_rule="worst-site"),
