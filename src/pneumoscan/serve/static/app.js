@@ -80,18 +80,15 @@ function renderResult(result) {
   const card = byId("result-template").content.firstElementChild.cloneNode(true);
   card.querySelector(".name").textContent = result.name;
   const figure = card.querySelector(".figure");
-  if (result.error) {
-    card.querySelector(".error").textContent = result.error;
-    card.querySelector(".verdict").hidden = true;
-    card.querySelector(".meter").hidden = true;
-    figure.hidden = true;
-    return card;
-  }
-  if (result.refused) {
-    const refusal = card.querySelector(".refusal");
-    refusal.hidden = false;
-    refusal.querySelector(".refusal-title").textContent = "Not a chest X-ray this model can judge";
-    refusal.querySelector(".refusal-reason").textContent = result.refusal_reason;
+  if (result.error || result.refused) {  // no verdict: an unreadable file, or one the model refuses
+    if (result.error) {
+      card.querySelector(".error").textContent = result.error;
+    } else {
+      const refusal = card.querySelector(".refusal");
+      refusal.hidden = false;
+      refusal.querySelector(".refusal-title").textContent = "Not a chest X-ray this model can judge";
+      refusal.querySelector(".refusal-reason").textContent = result.refusal_reason;
+    }
     card.querySelector(".verdict").hidden = true;
     card.querySelector(".meter").hidden = true;
     figure.hidden = true;
