@@ -20,6 +20,7 @@ Finished variants are kept in ``OUT/results.csv`` and skipped on the next run.  
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -85,16 +86,29 @@ def _site_metrics(predictor: Predictor, frame: pd.DataFrame, prefix: str) -> dic
     return out
 
 
+def nih_validation(config: Config, kermany: Path, nih: Path) -> pd.DataFrame:
+    """The manifest rows of the NIH films that ``train``'s per-site split puts in validation."""
+    frame = scan_sources([kermany / "train", nih])
+    data = config.data
+    pool = training_pool(frame, data.val_fraction, data.min_val_images, data.split_seed)
+    return pool[(pool["site"] == default_site(nih)) & (pool["split"] == "val")]
+
+
+def write_validation_csv(config: Config, kermany: Path, nih: Path, out: Path) -> None:
+    """Write the NIH validation films as a labels CSV (absolute paths) for ``pneumoscan evaluate``."""
+    rows = nih_validation(config, kermany, nih)
+    labels = rows["label"].map({0: "NORMAL", 1: "PNEUMONIA"})
+    table = rows.assign(path=rows["path"].map(os.path.abspath), label=labels)
+    table[["path", "label", "patient_id", "view", "age", "sex"]].to_csv(out, index=False)
+
+
 def measure(
     model: Path, config: Config, kermany: Path, nih: Path, negatives: Path | None
 ) -> dict[str, float]:
     """Per-site and gate figures of a trained variant (see the module docstring)."""
     predictor = Predictor.load(model)
     test_dev = scan_sources([kermany / "test-dev"])
-    frame = scan_sources([kermany / "train", nih])
-    data = config.data
-    pool = training_pool(frame, data.val_fraction, data.min_val_images, data.split_seed)
-    nih_val = pool[(pool["site"] == default_site(nih)) & (pool["split"] == "val")]
+    nih_val = nih_validation(config, kermany, nih)
     result = {**_site_metrics(predictor, test_dev, "Kermany"), **_site_metrics(predictor, nih_val, "NIH val")}
     result["NIH val films"] = len(nih_val)
     if negatives is not None:
@@ -119,8 +133,12 @@ def main() -> None:
     parser.add_argument("--negatives", type=Path, help="folder of real non-chest images (knee X-rays)")
     parser.add_argument("--out", type=Path, default=Path("runs/sites"))
     parser.add_argument("--set", action="append", default=[], help="override for every variant")
+    parser.add_argument("--write-val-csv", type=Path, help="only write the NIH validation films to this CSV")
     parser.add_argument("names", nargs="*", help="variants (default: all)")
     args = parser.parse_args()
+    if args.write_val_csv:
+        write_validation_csv(recipe("default"), args.kermany, args.nih, args.write_val_csv)
+        return
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     table = out / "results.csv"
