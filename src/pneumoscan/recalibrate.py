@@ -21,7 +21,7 @@ import pandas as pd
 
 from pneumoscan.calibration import calibrated, choose_threshold, fit_temperature
 from pneumoscan.config import CalibrationConfig
-from pneumoscan.data.manifest import CLASS_NAMES, content_hashes, scan_sources
+from pneumoscan.data.manifest import CLASS_NAMES, content_hashes, scan_sources, select_split
 from pneumoscan.errors import DataError, PneumoscanError
 from pneumoscan.evaluation.groups import with_group_columns
 from pneumoscan.evaluation.metrics import binary_metrics
@@ -48,17 +48,7 @@ def calibration_films(frame: pd.DataFrame, split: str | None) -> pd.DataFrame:
 
     A ``test`` split is only used when named: films used to calibrate cannot measure the result.
     """
-    names = sorted(frame["split"].unique())
-    if split is None:
-        split = next((s for s in ("val", "train") if s in names), None) if len(names) > 1 else names[0]
-        if split is None:
-            raise DataError(
-                f"several splits ({', '.join(names)}) and no val/ or train/; choose one with --split"
-            )
-    chosen = frame[frame["split"] == split.lower()]
-    if chosen.empty:
-        raise DataError(f"no split {split!r}; the data folder has {', '.join(names)}")
-    return chosen.reset_index(drop=True)
+    return select_split(frame, split, ("val", "train")).reset_index(drop=True)
 
 
 def check_counts(frame: pd.DataFrame, what: str) -> None:

@@ -272,14 +272,17 @@ def training_pool(frame: pd.DataFrame, val_fraction: float, min_val_images: int,
     return pd.concat(parts).reset_index(drop=True)
 
 
-def _site_evaluation(frame: pd.DataFrame, split: str | None) -> pd.DataFrame:
+def select_split(frame: pd.DataFrame, split: str | None, preferred: Sequence[str]) -> pd.DataFrame:
+    """The rows of split ``split``; without one, the only split, else the first of ``preferred``
+    present. :class:`DataError` naming the site (or the data folder) when there is none."""
     names = sorted(frame["split"].unique())
     where = _where(frame) if "site" in frame else "the data folder"
     if split is None:
-        split = "test" if "test" in names else names[0] if len(names) == 1 else None
+        split = names[0] if len(names) == 1 else next((s for s in preferred if s in names), None)
         if split is None:
+            wanted = " or ".join(f"{s}/" for s in preferred)
             raise DataError(
-                f"{where}: several splits ({', '.join(names)}) and no test/; choose one with --split"
+                f"{where}: several splits ({', '.join(names)}) and no {wanted}; choose one with --split"
             )
     chosen = frame[frame["split"] == split.lower()]
     if chosen.empty:
@@ -290,6 +293,6 @@ def _site_evaluation(frame: pd.DataFrame, split: str | None) -> pd.DataFrame:
 def evaluation_split(frame: pd.DataFrame, split: str | None) -> pd.DataFrame:
     """Images to evaluate, site by site: the named split, else ``test`` if present, else the only split."""
     if "site" not in frame:
-        return _site_evaluation(frame, split).reset_index(drop=True)
-    parts = [_site_evaluation(part, split) for _, part in frame.groupby("site", sort=False)]
+        return select_split(frame, split, ("test",)).reset_index(drop=True)
+    parts = [select_split(part, split, ("test",)) for _, part in frame.groupby("site", sort=False)]
     return pd.concat(parts).reset_index(drop=True)
