@@ -29,7 +29,7 @@ import pandas as pd
 
 from pneumoscan.config import Config, recipe
 from pneumoscan.data.cache import load_cached
-from pneumoscan.data.imageio import find_image_files
+from pneumoscan.data.datamodule import negative_files
 from pneumoscan.data.manifest import default_site, scan_sources, training_pool
 from pneumoscan.data.negatives import GENERATORS, generate_negatives
 from pneumoscan.evaluation.metrics import binary_metrics
@@ -112,8 +112,7 @@ def measure(
     result = {**_site_metrics(predictor, test_dev, "Kermany"), **_site_metrics(predictor, nih_val, "NIH val")}
     result["NIH val films"] = len(nih_val)
     if negatives is not None:
-        files = sorted(str(p) for p in find_image_files(negatives))
-        held_out = [p for i, p in enumerate(files) if i % 5 == 4]
+        held_out = negative_files(negatives, "val")
         result["knee refused"] = _refused(predictor, _scores(predictor, held_out)[0][:, 1])
     side = predictor.meta.preprocess.image_size
     generated = generate_negatives(len(GENERATORS) * 40, side, seed=987_654)

@@ -34,6 +34,15 @@ from pneumoscan.preprocess import to_model_input
 GENERATOR_NAMES = list(GENERATORS)
 
 
+def negative_files(folder: str | Path, split: str) -> list[str]:
+    """The image files of a ``gate.negatives`` folder that the gate trains on (``train``) or is
+    measured on (``val``: every fifth file in sorted order)."""
+    if not Path(folder).is_dir():
+        raise DataError(f"{folder}: negatives folder not found (gate.negatives); fix the path")
+    files = sorted(str(p) for p in find_image_files(folder))
+    return [p for i, p in enumerate(files) if (i % 5 == 4) == (split == "val")]
+
+
 def sampling_weights(
     labels: np.ndarray, sites: np.ndarray, balanced_classes: bool, site_balance: float
 ) -> np.ndarray | None:
@@ -172,12 +181,7 @@ class XrayDataModule(L.LightningDataModule):
         return {**kinds, "real (gate.negatives folders)": real} if len(real) else kinds
 
     def _real_negatives(self, split: str, view: PreprocessConfig) -> np.ndarray:
-        paths: list[str] = []
-        for folder in self.config.gate.negatives:
-            if not Path(folder).is_dir():
-                raise DataError(f"{folder}: negatives folder not found (gate.negatives); fix the path")
-            files = sorted(str(p) for p in find_image_files(folder))
-            paths += [p for i, p in enumerate(files) if (i % 5 == 4) == (split == "val")]
+        paths = [p for folder in self.config.gate.negatives for p in negative_files(folder, split)]
         if not paths:
             return np.zeros((0, view.image_size, view.image_size), np.uint8)
         cached = load_cached(paths, view, self.config.data.cache_dir, self.progress)
