@@ -175,3 +175,15 @@ def test_older_model_without_gate_still_works_and_says_so(
     assert "no out-of-distribution check" in capsys.readouterr().err
     assert main(["predict", str(old), str(film)]) == 0
     assert "no out-of-distribution check" in capsys.readouterr().err
+
+
+def test_negative_folders_split_every_fifth_file_out_and_name_a_missing_folder(tmp_path: Path) -> None:
+    from pneumoscan.data.datamodule import negative_files
+    from pneumoscan.errors import DataError
+
+    for i in range(10):
+        Image.fromarray(np.full((32, 32), i * 20, np.uint8)).save(tmp_path / f"knee{i}.png")
+    train, val = negative_files(tmp_path, "train"), negative_files(tmp_path, "val")
+    assert len(val) == 2 and len(train) == 8 and not set(train) & set(val)
+    with pytest.raises(DataError, match="missing: negatives folder not found"):
+        negative_files(tmp_path / "missing", "train")
