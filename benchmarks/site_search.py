@@ -37,6 +37,7 @@ from pneumoscan.predict import Predictor
 from pneumoscan.training.fit import train
 
 BALANCED = ["data.site_balance=1.0", "train.monitor=val_auc_worst"]
+_WIDTHS = '"stem_stride": 4, "widths": [24, 48, 96, 192]'
 VARIANTS: dict[str, list[str]] = {
     "pooled": [],
     "balanced": BALANCED,
@@ -46,6 +47,27 @@ VARIANTS: dict[str, list[str]] = {
     "balanced, widths 32-256": [*BALANCED, 'model.options={"stem_stride": 4, "widths": [32, 64, 128, 256]}'],
     "balanced, no gate": [*BALANCED, "model.gate=false"],
     "balanced, hflip": [*BALANCED, "augment.hflip=true"],
+    "balanced, label smoothing 0.1": [*BALANCED, "train.label_smoothing=0.1"],
+    "balanced, strong exposure": [
+        *BALANCED,
+        "augment.brightness=0.4",
+        "augment.contrast=0.5",
+        "augment.gamma=0.8",
+        "augment.noise=0.08",
+    ],
+    "balanced, 2 blocks per stage": [*BALANCED, f'model.options={{{_WIDTHS}, "blocks": 2}}'],
+    "balanced, 224 px, stride-8 stem": [
+        *BALANCED,
+        "preprocess.image_size=224",
+        'model.options={"stem_stride": 8, "widths": [24, 48, 96, 192]}',
+    ],
+    "balanced, split seed 1": [*BALANCED, "data.split_seed=1"],
+    "balanced, dropout 0.5, weight decay 0.1": [
+        *BALANCED,
+        f'model.options={{{_WIDTHS}, "dropout": 0.5}}',
+        "train.weight_decay=0.1",
+    ],
+    "balanced, 224 px": [*BALANCED, "preprocess.image_size=224"],
 }
 
 
