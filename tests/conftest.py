@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,9 +57,13 @@ def trained_model(synthetic_data: Path, tmp_path_factory: pytest.TempPathFactory
     """A ``pneumo-resnet`` model file trained on :func:`synthetic_data` (shared by the tests)."""
     from pneumoscan.training.fit import train
 
-    result = train(
-        synthetic_data / "train", tmp_path_factory.mktemp("run") / "run", tiny_config(), progress=False
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train(
+            synthetic_data / "train", tmp_path_factory.mktemp("run") / "run", tiny_config(), progress=False
+        )
+    guessed = [str(w.message) for w in caught if "infer the `batch_size`" in str(w.message)]
+    assert not guessed, f"a metric is logged without its batch size: {guessed[0]}"
     assert result.model_path is not None
     return result.model_path
 

@@ -107,10 +107,14 @@ class XrayClassifier(L.LightningModule):
             is_chest = (torch.arange(len(x), device=x.device) < len(y)).float()
             gate_loss = F.binary_cross_entropy_with_logits(gate_logits.float(), is_chest)
             loss = self._loss(logits, y) + self.config.gate.loss_weight * gate_loss
-            self.log("train_gate_loss", gate_loss, on_step=False, on_epoch=True, sync_dist=True)
+            self.log(
+                "train_gate_loss", gate_loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(y)
+            )
         self.train_acc(logits.float().sigmoid(), y.int())
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
-        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        self.log(
+            "train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(y)
+        )
+        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
@@ -119,9 +123,11 @@ class XrayClassifier(L.LightningModule):
         probs = logits.float().sigmoid()
         self.val_acc(probs, y.int())
         self.val_auc(probs, y.int())
-        self.log("val_loss", self._loss(logits, y), on_epoch=True, prog_bar=True, sync_dist=True)
-        self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True)
-        self.log("val_auc", self.val_auc, on_epoch=True)
+        self.log(
+            "val_loss", self._loss(logits, y), on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(y)
+        )
+        self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("val_auc", self.val_auc, on_epoch=True, batch_size=len(y))
         sites = site[0] if site else torch.zeros_like(y, dtype=torch.int64)
         losses = self._loss(logits, y, reduction="none")
         for index, (_, auc, loss) in enumerate(self._site_metrics()):
