@@ -68,6 +68,8 @@ VARIANTS: dict[str, list[str]] = {
         "train.weight_decay=0.1",
     ],
     "balanced, 224 px": [*BALANCED, "preprocess.image_size=224"],
+    "balanced, label smoothing 0.1, seed 1": [*BALANCED, "train.label_smoothing=0.1", "train.seed=1"],
+    "balanced, 224 px, seed 1": [*BALANCED, "preprocess.image_size=224", "train.seed=1"],
 }
 
 
