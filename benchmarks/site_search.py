@@ -70,6 +70,8 @@ VARIANTS: dict[str, list[str]] = {
     "balanced, 224 px": [*BALANCED, "preprocess.image_size=224"],
     "balanced, label smoothing 0.1, seed 1": [*BALANCED, "train.label_smoothing=0.1", "train.seed=1"],
     "balanced, 224 px, seed 1": [*BALANCED, "preprocess.image_size=224", "train.seed=1"],
+    "balanced, 224 px, split seed 1": [*BALANCED, "preprocess.image_size=224", "data.split_seed=1"],
+    "balanced, shear 0.2": [*BALANCED, "augment.shear=0.2"],
 }
 
 
