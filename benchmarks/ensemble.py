@@ -17,22 +17,25 @@ from pathlib import Path
 import numpy as np
 from site_search import nih_validation
 
+from pneumoscan.calibration import calibrated
 from pneumoscan.config import recipe
 from pneumoscan.data.cache import load_cached
 from pneumoscan.data.manifest import scan_sources
 from pneumoscan.evaluation.metrics import binary_metrics
 from pneumoscan.predict import Predictor
 
+# what is printed for each site: Kermany test-dev, then the NIH validation patients
+METRICS = (["accuracy", "roc_auc", "sensitivity", "specificity"], ["roc_auc", "sensitivity", "specificity"])
+
 
 def site_logits(model: Path, frames: list[list[str]]) -> list[np.ndarray]:
-    """Calibrated logits of ``model`` for each list of files (in their order)."""
+    """Calibrated logits (``logit / temperature``) of ``model`` for each list of files (in their order)."""
     predictor = Predictor.load(model)
     out = []
     for paths in frames:
         cached = load_cached(paths, predictor.meta.preprocess, progress=False)
         assert list(cached.paths) == paths, f"{model}: some films could not be read"
-        probability = np.clip(predictor.scores(np.asarray(cached.pixels))[:, 0], 1e-7, 1 - 1e-7)
-        out.append(np.log(probability / (1 - probability)))
+        out.append(predictor.logits(np.asarray(cached.pixels)) / predictor.meta.temperature)
     return out
 
 
@@ -55,14 +58,9 @@ def main() -> None:
     print("models | Kermany test-dev acc / AUC / sens / spec | NIH val AUC / sens / spec")
     for group in groups:
         cells = []
-        for site in range(2):
+        for site, keys in enumerate(METRICS):
             mean = np.mean([logits[m][site] for m in group], axis=0)
-            m = binary_metrics(labels[site], 1 / (1 + np.exp(-mean)), 0.5)
-            keys = (
-                ["roc_auc", "sensitivity", "specificity"]
-                if site
-                else ["accuracy", "roc_auc", "sensitivity", "specificity"]
-            )
+            m = binary_metrics(labels[site], calibrated(mean, 1.0), 0.5)
             cells.append(" / ".join(f"{m[k]:.3f}" for k in keys))
         print(" + ".join(m.parent.name or m.name for m in group), "|", " | ".join(cells))
 

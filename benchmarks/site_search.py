@@ -20,6 +20,7 @@ Finished variants are kept in ``OUT/results.csv`` and skipped on the next run.  
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ from pneumoscan.predict import Predictor
 from pneumoscan.training.fit import train
 
 BALANCED = ["data.site_balance=1.0", "train.monitor=val_auc_worst"]
-_WIDTHS = '"stem_stride": 4, "widths": [24, 48, 96, 192]'
+NETWORK = {"stem_stride": 4, "widths": [24, 48, 96, 192]}  # the default recipe's model.options
 VARIANTS: dict[str, list[str]] = {
     "pooled": [],
     "balanced": BALANCED,
@@ -55,7 +56,7 @@ VARIANTS: dict[str, list[str]] = {
         "augment.gamma=0.8",
         "augment.noise=0.08",
     ],
-    "balanced, 2 blocks per stage": [*BALANCED, f'model.options={{{_WIDTHS}, "blocks": 2}}'],
+    "balanced, 2 blocks per stage": [*BALANCED, "model.options=" + json.dumps({**NETWORK, "blocks": 2})],
     "balanced, 224 px, stride-8 stem": [
         *BALANCED,
         "preprocess.image_size=224",
@@ -64,7 +65,7 @@ VARIANTS: dict[str, list[str]] = {
     "balanced, split seed 1": [*BALANCED, "data.split_seed=1"],
     "balanced, dropout 0.5, weight decay 0.1": [
         *BALANCED,
-        f'model.options={{{_WIDTHS}, "dropout": 0.5}}',
+        "model.options=" + json.dumps({**NETWORK, "dropout": 0.5}),
         "train.weight_decay=0.1",
     ],
     "balanced, 224 px": [*BALANCED, "preprocess.image_size=224"],
