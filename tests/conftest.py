@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import subprocess
 import threading
 import warnings
 from collections.abc import Iterator
@@ -66,6 +68,32 @@ def trained_model(synthetic_data: Path, tmp_path_factory: pytest.TempPathFactory
     assert not guessed, f"a metric is logged without its batch size: {guessed[0]}"
     assert result.model_path is not None
     return result.model_path
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 192 KiB tmpfs: a real file system that runs out of space (needs the right to mount)."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+@pytest.fixture
+def full_disk(small_disk: Path) -> Path:
+    """:func:`small_disk` filled up."""
+    with contextlib.suppress(OSError), open(small_disk / "filler", "wb") as filler:
+        while True:
+            filler.write(bytes(4096))
+            filler.flush()
+    return small_disk
 
 
 @contextmanager

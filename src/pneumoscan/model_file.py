@@ -179,3 +179,5 @@ def parse_meta(raw: str, source: str, hint: str = "") -> ModelMeta:
     except (ValueError, AttributeError) as exc:
         reason = str(exc).splitlines()[0]
         raise ModelFileError(f"{source}: damaged pneumoscan metadata ({reason}){suffix}") from exc
+    except RecursionError:  # JSON nested thousands of levels deep: no model's metadata is
+        raise ModelFileError(f"{source}: damaged pneumoscan metadata (nested too deeply){suffix}") from None
