@@ -27,6 +27,7 @@ from safetensors.numpy import save as save_numpy
 from pneumoscan.atomic import atomic_write_bytes
 from pneumoscan.config import Config, ModelConfig, PreprocessConfig, first_error
 from pneumoscan.errors import ModelFileError
+from pneumoscan.model_source import require_model_file
 
 FORMAT = "pneumoscan-model"
 FORMAT_VERSION = 1
@@ -146,9 +147,7 @@ def read_model(path: str | os.PathLike[str]) -> tuple[ModelMeta, dict[str, np.nd
 
 def _open(path: str | os.PathLike[str], load_tensors: bool) -> tuple[ModelMeta, dict[str, np.ndarray]]:
     path = Path(path)
-    if not path.is_file():
-        what = "is a folder, not a model file" if path.is_dir() else "model file not found"
-        raise ModelFileError(f"{path}: {what}")
+    require_model_file(path)
     try:
         with safe_open(str(path), framework="np") as handle:
             raw = (handle.metadata() or {}).get(_KEY)

@@ -44,8 +44,9 @@ class InspectReport:
     def text(self) -> str:
         """Human-readable report."""
         counts = self.counts()
-        ratio = counts["PNEUMONIA"].sum() / max(counts["NORMAL"].sum(), 1)
-        lines = [counts.to_string(), "", f"class imbalance: {ratio:.2f} PNEUMONIA per NORMAL image"]
+        normal, pneumonia = counts["NORMAL"].sum(), counts["PNEUMONIA"].sum()
+        ratio = f"{pneumonia / normal:.2f} PNEUMONIA per NORMAL image" if normal else "no NORMAL images"
+        lines = [counts.to_string(), "", f"class imbalance: {ratio}"]
         patients = self.manifest.groupby("patient_id")["split"].nunique()
         pool = self.manifest[self.manifest["split"].isin(["train", "val"])]
         in_both = int((pool.groupby("patient_id")["split"].nunique() > 1).sum())
