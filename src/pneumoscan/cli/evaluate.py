@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pneumoscan.cli.common import (
     ENGINE_HELP,
+    add_bf16_option,
     add_data_option,
     data_sources,
     report_skipped,
@@ -35,6 +36,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         "when --out is given, a path with a folder is used as it is",
     )
     p.add_argument("--engine", choices=["torch", "onnx"], help=ENGINE_HELP)
+    add_bf16_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from pneumoscan.evaluation.metrics import format_report
     from pneumoscan.predict import Predictor
 
-    predictor = Predictor.load(args.model, args.engine)
+    predictor = Predictor.load(args.model, args.engine, bf16=args.bf16)
     result = evaluate(predictor, data_sources(args), args.split, progress=not args.quiet)
     print(format_report(result.metrics))
     print(f"\nper group, with 95% {result.metrics['bootstrap']['unit']}-bootstrap intervals")

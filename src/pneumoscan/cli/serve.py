@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pneumoscan.cli.common import positive_int, positive_number, warn_if_synthetic
+from pneumoscan.cli.common import add_bf16_option, positive_int, positive_number, warn_if_synthetic
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +24,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="torch (heat maps available) or onnx (a .onnx file from pneumoscan export); "
         "default: the one the model file is made for",
     )
+    add_bf16_option(p)
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
     )
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         output_folder(args.save_uploads)
     sock = listening_socket(args.host, args.port)  # before anything is announced: a busy port is one line
     try:
-        predictor = Predictor.load(args.model, args.engine)
+        predictor = Predictor.load(args.model, args.engine, bf16=args.bf16)
         warn_if_synthetic(predictor.meta)
         loopback = args.host in LOOPBACK_HOSTS
         allowed = [*args.allowed_host, *(LOOPBACK_HOSTS if loopback else ())] or None

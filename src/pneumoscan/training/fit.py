@@ -383,7 +383,7 @@ def _finish(
     meta = ModelMeta(
         model=config.model, preprocess=config.preprocess, config=config, synthetic_data=synthetic
     )
-    predictor = Predictor(TorchEngine(meta, module.net.cpu().float(), config.train.precision))
+    predictor = Predictor(TorchEngine(meta, module.net.cpu().float()))  # fp32, as predict runs it
     val = data.dataset("val")
     logits, gate_logits = predictor.outputs(np.asarray(val.pixels))
     temperature = fit_temperature(logits, val.labels) if config.calibration.temperature_scaling else 1.0
