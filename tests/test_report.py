@@ -149,7 +149,7 @@ def test_unwritable_report_is_a_user_error(
         write_report(evaluation, predictor, tmp_path)
     monkeypatch.setattr("pneumoscan.evaluation.report._page", lambda *_: "")  # skip the rendering
     (tmp_path / "file").write_text("")
-    with pytest.raises(PneumoscanError, match="cannot write the report"):
+    with pytest.raises(PneumoscanError, match=r"report\.html: cannot write \(.*\); a file is in the way"):
         write_report(evaluation, predictor, tmp_path / "file" / "report.html")
 
 

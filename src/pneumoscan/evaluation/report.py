@@ -45,12 +45,7 @@ def write_report(evaluation: Evaluation, predictor: Predictor, path: str | Path)
     if target.is_dir():
         raise PneumoscanError(f"{target}: is a folder; give --report a file name such as report.html")
     page = _page(evaluation, predictor)
-    try:
-        atomic_write_text(target, page)
-    except OSError as exc:
-        raise PneumoscanError(
-            f"{target}: cannot write the report ({exc.strerror or exc}); choose another --report file"
-        ) from exc
+    atomic_write_text(target, page)  # an OS error: one line naming the file (pneumoscan.atomic)
     return target
 
 
@@ -161,9 +156,10 @@ def _plots_section(
     reliability = plots.reliability_figure(labels, probabilities)
     reliability.axes[0].set_title(f"ECE {metrics['ece']:.3f}")
     figures = [("Confusion matrix (rows: true class)", plots.confusion_figure(metrics["confusion_matrix"]))]
-    if metrics["roc_auc"] is not None:
+    if labels.min() != labels.max():
+        auc = "n/a" if metrics["roc_auc"] is None else f"{metrics['roc_auc']:.3f}"
         figures += [
-            (f"ROC curve, AUC {metrics['roc_auc']:.3f}", plots.roc_figure(labels, probabilities, threshold)),
+            (f"ROC curve, AUC {auc}", plots.roc_figure(labels, probabilities, threshold)),
             ("Precision-recall curve", plots.precision_recall_figure(labels, probabilities, threshold)),
         ]
     figures.append(

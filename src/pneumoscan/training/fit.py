@@ -115,12 +115,12 @@ def _train(
     config, checkpoint_path = check_run_dir(run_dir, _with_sources(config or Config(), data, resume), resume)
     checkpoint = read_checkpoint(checkpoint_path) if checkpoint_path is not None else None
     check_model(config.model, config.preprocess)  # before any data is decoded
-    L.seed_everything(config.train.seed, workers=True, verbose=False)
     clock = RunClock()
     if checkpoint is not None:
         _keep_metrics_log(run_dir)
     bars = live_bars(progress, sys.stdout)
-    trainer = _trainer(config, run_dir, progress, bars, clock)
+    trainer = _trainer(config, run_dir, progress, bars, clock)  # its settings too
+    L.seed_everything(config.train.seed, workers=True, verbose=False)
     sources = _sources(data) or config.data.sources
     data_module = XrayDataModule(sources, config, progress)
     data_module.prepare_data()
