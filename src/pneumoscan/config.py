@@ -80,6 +80,11 @@ class DataConfig(_Section):
         le=1,
         description="0: sites drawn in proportion to their size; 1: every site equally likely per draw",
     )
+    balance_views: bool = Field(
+        False,
+        description="with balanced_sampling: both classes equally likely within each view (PA, AP, ...) of "
+        "a site too, so that the look of a view cannot stand in for a class",
+    )
 
 
 class ModelConfig(_Section):

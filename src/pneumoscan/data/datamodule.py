@@ -44,24 +44,30 @@ def negative_files(folder: str | Path, split: str) -> list[str]:
 
 
 def sampling_weights(
-    labels: np.ndarray, sites: np.ndarray, balanced_classes: bool, site_balance: float
+    labels: np.ndarray,
+    sites: np.ndarray,
+    balanced_classes: bool,
+    site_balance: float,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """Per-image draw weights of the training sampler, or None for plain shuffling.
 
-    Each image starts at 1, or with ``balanced_classes`` at ``n_site / (2 n_site,class)``, so that
-    both classes are equally likely within every site while each site keeps its total weight
-    ``n_site``; the images of a site are then scaled by ``n_site ** -site_balance``. So 0 keeps the
-    sites in proportion to their size, 1 makes every site equally likely per draw.
+    Each image starts at 1, or with ``balanced_classes`` at ``n_group / (2 n_group,class)``, so that
+    both classes are equally likely within every group (by default the site; e.g. a site's view with
+    ``data.balance_views``) while each group keeps its total weight ``n_group``; the images of a site
+    are then scaled by ``n_site ** -site_balance``. So 0 keeps the sites in proportion to their size,
+    1 makes every site equally likely per draw.
     """
     if not balanced_classes and site_balance == 0:
         return None
     labels, sites = labels.astype(int), sites.astype(int)
-    per_site = np.bincount(sites)
-    cells = sites * 2 + labels  # (site, class)
+    groups = sites if groups is None else groups.astype(int)
+    per_group = np.bincount(groups)
+    cells = groups * 2 + labels  # (group, class)
     weights = (
-        per_site[sites] / (2.0 * np.bincount(cells)[cells]) if balanced_classes else np.ones(len(labels))
+        per_group[groups] / (2.0 * np.bincount(cells)[cells]) if balanced_classes else np.ones(len(labels))
     )
-    return weights * per_site[sites].astype(float) ** -site_balance
+    return weights * np.bincount(sites)[sites].astype(float) ** -site_balance
 
 
 class CachedImageDataset(Dataset):
@@ -130,6 +136,7 @@ class XrayDataModule(L.LightningDataModule):
         self.sites: list[str] = []
         self.skipped: dict[str, str] = {}
         self._sets: dict[str, CachedImageDataset] = {}
+        self._balance_groups: np.ndarray | None = None  # training rows' class-balancing groups
 
     def prepare_data(self) -> None:
         """Decode every image into the cache once (runs on one process per node)."""
@@ -157,6 +164,9 @@ class XrayDataModule(L.LightningDataModule):
             self._sets[split] = CachedImageDataset(
                 cached.pixels, rows["label"].to_numpy(), sites, split == "val"
             )
+            if split == "train":
+                strata = rows["site"] + ("/" + rows["view"] if data.balance_views else "")
+                self._balance_groups = pd.factorize(strata)[0]
         self.manifest = pool.assign(readable=~pool["path"].isin(self.skipped))
 
     def negative_bank(self) -> np.ndarray:
@@ -200,7 +210,9 @@ class XrayDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset("train")
         data = self.config.data
-        weights = sampling_weights(dataset.labels, dataset.sites, data.balanced_sampling, data.site_balance)
+        weights = sampling_weights(
+            dataset.labels, dataset.sites, data.balanced_sampling, data.site_balance, self._balance_groups
+        )
         sampler = None
         if weights is not None:
             sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(dataset), replacement=True)
