@@ -121,7 +121,7 @@ def explain_image(
     The overlay is drawn on ``image``; the model sees ``model_image`` when given (the same film
     decoded by :func:`~pneumoscan.preprocess.read_for_model`, as predictions are), else ``image``.
     """
-    net = _network(predictor)
+    net = require_torch_engine(predictor)
     meta = predictor.meta
     cfg = meta.preprocess
     seen = model_image if model_image is not None else image
@@ -146,7 +146,7 @@ def explain_files(
     with ``error`` set, as from :meth:`Predictor.predict_files`; refused images get no heat map (with
     a predictor made with ``refuse=False`` they get one).  Repeated stems get ``-2``, ``-3``...
     """
-    _network(predictor)  # refuse an ONNX predictor before reading anything
+    require_torch_engine(predictor)  # refuse an ONNX predictor before reading anything
     out = _output_dir(Path(out_dir))
     used: set[str] = set()
     results: list[Prediction] = []
@@ -222,7 +222,8 @@ def with_colour_bar(picture: Image.Image) -> Image.Image:
     return canvas
 
 
-def _network(predictor: Predictor) -> nn.Module:
+def require_torch_engine(predictor: Predictor) -> nn.Module:
+    """The predictor's network; heat maps need gradients, so an ONNX predictor is refused in one line."""
     if not isinstance(predictor.engine, TorchEngine):
         raise PneumoscanError(
             f"{predictor.meta.model_id()}: heat maps need the torch engine; "
