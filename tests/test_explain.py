@@ -1,4 +1,4 @@
-"""Grad-CAM heat maps: they point at the evidence, fit every architecture, and reach files and the CLI."""
+"""Heat maps: they point at the evidence, fit every architecture, and reach files and the CLI."""
 
 from __future__ import annotations
 

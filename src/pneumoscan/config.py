@@ -179,6 +179,13 @@ class ExplainConfig(_Section):
         "directions (and mirrored left-right), each mapped back",
     )
 
+    def describe(self) -> str:
+        """The map in words, e.g. ``gradcam of stage -1`` or ``layercam, product of stages -2, -1``."""
+        layers = ", ".join(map(str, self.layers))
+        stages = f"of stage {layers}" if len(self.layers) == 1 else f"{self.combine} of stages {layers}"
+        smoothed = "" if self.smoothing == "none" else f", smoothed ({self.smoothing})"
+        return f"{self.method} {stages}{smoothed}"
+
     @field_validator("layers")
     @classmethod
     def _stages_from_the_end(cls, layers: list[int]) -> list[int]:

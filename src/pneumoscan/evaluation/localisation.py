@@ -122,6 +122,7 @@ def localise(
     metrics = summarise(table, **counts)
     metrics["boxes"] = str(csv_path)
     metrics["method"] = predictor.meta.explain.model_dump()
+    metrics["map"] = predictor.meta.explain.describe()
     return Localisation(table, boxes, metrics)
 
 
@@ -157,21 +158,9 @@ def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def describe_method(method: dict[str, Any]) -> str:
-    """A map's method in words, e.g. ``gradcam of stage -1``."""
-    layers = method["layers"]
-    stages = (
-        f"stage {layers[0]}"
-        if len(layers) == 1
-        else f"{method['combine']} of stages {', '.join(map(str, layers))}"
-    )
-    smoothing = "" if method["smoothing"] == "none" else f", smoothed ({method['smoothing']})"
-    return f"{method['method']} of {stages}{smoothing}"
-
-
 def format_localisation(metrics: dict[str, Any]) -> str:
     """The terminal summary of :func:`summarise`'s figures."""
-    lines = [f"heat maps against the boxes of {metrics['boxes']} ({describe_method(metrics['method'])}):"]
+    lines = [f"heat maps against the boxes of {metrics['boxes']} ({metrics['map']}):"]
     if metrics["films"]:
         low, high = metrics["hit_rate_interval"]
         lines += [

@@ -4,7 +4,7 @@ Everything is inline -- CSS, and every image as a ``data:image/png;base64`` URI 
 JavaScript, so the page opens offline and travels as one file.  Metrics carry 95 % bootstrap
 confidence intervals (percentile method over resamples of the patients, seeded, so a report is
 reproducible; :mod:`pneumoscan.evaluation.bootstrap`), overall and per site and subgroup
-(:mod:`pneumoscan.evaluation.groups`).  The worst errors come with their Grad-CAM heat maps when
+(:mod:`pneumoscan.evaluation.groups`).  The worst errors come with their heat maps when
 the engine is torch.
 """
 
@@ -223,9 +223,9 @@ def _gallery_section(table: pd.DataFrame, predictor: Predictor) -> str:
     ]
     torch_engine = predictor.engine.name == "torch"
     note = (
-        "Heat maps: Grad-CAM of the PNEUMONIA logit inside the model's centre crop, scaled so that its "
-        "peak equals the film's probability of pneumonia (colour bar 0 to 1): a confident NORMAL film "
-        "stays blue, red marks strong evidence on a film called PNEUMONIA."
+        f"Heat maps ({predictor.meta.explain.describe()}) of the PNEUMONIA logit inside the model's centre "
+        "crop, scaled so that its peak equals the film's probability of pneumonia (colour bar 0 to 1): "
+        "a confident NORMAL film stays blue, red marks strong evidence on a film called PNEUMONIA."
         if torch_engine
         else "Heat maps need the torch engine: evaluate the .safetensors model file to see them."
     )
@@ -257,7 +257,6 @@ def _localisation_section(evaluation: Evaluation, predictor: Predictor) -> str:
     found = evaluation.localisation
     if found is None:
         return ""
-    from pneumoscan.evaluation.localisation import describe_method
     from pneumoscan.explain import explain_file, overlay_png
 
     metrics = found.metrics
@@ -290,7 +289,7 @@ def _localisation_section(evaluation: Evaluation, predictor: Predictor) -> str:
     return (
         "<section id='localisation'><h2>Heat maps against the readers' boxes</h2>"
         f"<p class='note'>{metrics['films']} PNEUMONIA films with boxes ({_esc(metrics['boxes'])}); maps: "
-        f"{_esc(describe_method(metrics['method']))}. The pointing game counts the films whose map peaks "
+        f"{_esc(metrics['map'])}. The pointing game counts the films whose map peaks "
         "inside a box (95% Wilson interval); chance is a uniform map over the model's view, i.e. the "
         f"boxes' share of the view's area. {_esc(not_measured)}</p><table id='localisation-metrics'>"
         f"<tr><th>Measure</th><th>Heat maps</th><th>Chance</th></tr>{rows}</table>"
