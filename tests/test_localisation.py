@@ -127,4 +127,7 @@ def test_wrong_boxes_are_refused_in_one_line(
     if "x=70" in message:
         assert "reaches outside" in err and "f0.png (100x80 pixels)" in err
     if "line 3" in message:
-        assert f"{tmp_path / 'else.png'} is not a film of the data" in err
+        assert (
+            f"line 3: else.png is not a film of the data; paths are relative to the CSV's folder {tmp_path}"
+            in err
+        )
