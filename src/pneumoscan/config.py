@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pneumoscan.errors import PneumoscanError
 from pneumoscan.files import read_regular_file
@@ -161,6 +161,44 @@ class CalibrationConfig(_Section):
     target_sensitivity: float = Field(0.98, gt=0, le=1, description="used by the 'sensitivity' rule")
 
 
+class ExplainConfig(_Section):
+    """Which heat map a model shows (see :mod:`pneumoscan.explain`); stored in the model file."""
+
+    method: Literal["gradcam", "gradcam++", "layercam"] = Field(
+        "gradcam",
+        description="gradcam: channels weighted by their mean gradient; gradcam++: by positive gradients "
+        "with second-order weights; layercam: every cell weighted by its own positive gradient",
+    )
+    layers: list[int] = Field(
+        default_factory=lambda: [-1],
+        min_length=1,
+        max_length=4,
+        description="feature stages the map is made from, counted from the last (-1; -2 is the one before)",
+    )
+    combine: Literal["mean", "product"] = Field(
+        "mean", description="how the maps of several layers (each scaled to peak 1) become one"
+    )
+    smoothing: Literal["none", "shift", "shift+flip"] = Field(
+        "none",
+        description="average the map over copies of the input shifted by 1/32 of its side in four "
+        "directions (and mirrored left-right), each mapped back",
+    )
+
+    def describe(self) -> str:
+        """The map in words, e.g. ``gradcam of stage -1`` or ``layercam, product of stages -2, -1``."""
+        layers = ", ".join(map(str, self.layers))
+        stages = f"of stage {layers}" if len(self.layers) == 1 else f"{self.combine} of stages {layers}"
+        smoothed = "" if self.smoothing == "none" else f", smoothed ({self.smoothing})"
+        return f"{self.method} {stages}{smoothed}"
+
+    @field_validator("layers")
+    @classmethod
+    def _stages_from_the_end(cls, layers: list[int]) -> list[int]:
+        if any(layer >= 0 for layer in layers) or len(set(layers)) != len(layers):
+            raise ValueError("distinct negative stage numbers, e.g. [-1] or [-2, -1]")
+        return layers
+
+
 class Config(_Section):
     """Everything that defines a training run."""
 
@@ -172,6 +210,7 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
 
     def to_json(self) -> str:
         """Serialise to indented JSON."""

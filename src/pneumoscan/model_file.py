@@ -4,10 +4,10 @@ The safetensors header's ``__metadata__`` holds one key, ``pneumoscan``, whose J
 :class:`ModelMeta`: format version, architecture and options, the preprocessing contract, the
 calibration temperature and operating threshold, class names, the full training config, the
 metrics measured when it was saved, whether it was trained on synthetic data, the package version,
-its out-of-distribution gate, and the history of ``pneumoscan calibrate`` runs (older files without
-them load with no gate and an empty history).  Loading never unpickles anything:
-safetensors stores raw tensors only.  This module is torch-free (numpy in, numpy out), so the ONNX
-engine and tools that only read metadata don't need PyTorch.
+its out-of-distribution gate, the heat map it shows, and the history of ``pneumoscan calibrate``
+runs (older files without them load with no gate, Grad-CAM of the last stage and an empty history).
+Loading never unpickles anything: safetensors stores raw tensors only.  This module is torch-free
+(numpy in, numpy out), so the ONNX engine and tools that only read metadata don't need PyTorch.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save as save_numpy
 
 from pneumoscan.atomic import atomic_write_bytes
-from pneumoscan.config import Config, ModelConfig, PreprocessConfig, first_error
+from pneumoscan.config import Config, ExplainConfig, ModelConfig, PreprocessConfig, first_error
 from pneumoscan.errors import ModelFileError
 
 FORMAT = "pneumoscan-model"
@@ -82,7 +82,8 @@ class CalibrationRecord(BaseModel):
 class ModelMeta(BaseModel):
     """Everything needed to rebuild, run and describe a trained model.
 
-    ``gate`` is None for models without an out-of-distribution gate (files made before it existed).
+    ``gate`` is None for models without an out-of-distribution gate (files made before it existed);
+    ``explain`` is the heat map the model shows (files made before it existed: Grad-CAM of the last stage).
     """
 
     format: str = FORMAT
@@ -101,6 +102,7 @@ class ModelMeta(BaseModel):
     gate: GateMeta | None = None
     synthetic_data: bool = False  # trained on pneumoscan.synthetic shapes; older files lack it: False
     calibration_history: list[CalibrationRecord] = Field(default_factory=list)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
 
     def operating_point(self) -> OperatingPoint:
         """The current temperature, threshold and rule."""

@@ -34,6 +34,12 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="write a self-contained HTML report; a bare file name (or none: report.html) goes into --out "
         "when --out is given, a path with a folder is used as it is",
     )
+    p.add_argument(
+        "--boxes",
+        metavar="CSV",
+        help="readers' boxes (path,x,y,width,height in the film's pixels; paths relative to the CSV): "
+        "measure whether the heat maps of the PNEUMONIA films point into them",
+    )
     p.add_argument("--engine", choices=["torch", "onnx"], help=ENGINE_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -45,10 +51,14 @@ def run(args: argparse.Namespace) -> int:
     from pneumoscan.predict import Predictor
 
     predictor = Predictor.load(args.model, args.engine)
-    result = evaluate(predictor, data_sources(args), args.split, progress=not args.quiet)
+    result = evaluate(predictor, data_sources(args), args.split, progress=not args.quiet, boxes=args.boxes)
     print(format_report(result.metrics))
     print(f"\nper group, with 95% {result.metrics['bootstrap']['unit']}-bootstrap intervals")
     print(format_groups(result.metrics["groups"]))
+    if result.localisation is not None:
+        from pneumoscan.evaluation.localisation import format_localisation
+
+        print(f"\n{format_localisation(result.localisation.metrics)}")
     warn_if_synthetic(predictor.meta)
     report_skipped(result.skipped)
     if args.out:

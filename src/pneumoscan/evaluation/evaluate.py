@@ -11,13 +11,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from pneumoscan.atomic import atomic_write_text
 from pneumoscan.calibration import calibrated
+from pneumoscan.data.boxes_csv import read_boxes_csv
 from pneumoscan.data.manifest import evaluation_split, scan_sources
 from pneumoscan.errors import DataError
 from pneumoscan.evaluation import plots
@@ -27,6 +28,9 @@ from pneumoscan.evaluation.metrics import binary_metrics
 from pneumoscan.evaluation.scoring import score_manifest
 from pneumoscan.predict import Predictor
 
+if TYPE_CHECKING:
+    from pneumoscan.evaluation.localisation import Localisation
+
 
 @dataclass
 class Evaluation:
@@ -35,6 +39,7 @@ class Evaluation:
     predictions: pd.DataFrame
     metrics: dict[str, Any]
     skipped: dict[str, str] = field(default_factory=dict)
+    localisation: Localisation | None = None  # with boxes: the heat maps measured against them
 
     def write(self, out_dir: str | Path) -> list[Path]:
         """Write ``metrics.json``, ``predictions.csv`` and the plots into ``out_dir``."""
@@ -47,6 +52,9 @@ class Evaluation:
         labels = self.predictions["label"].to_numpy()
         probs = self.predictions["probability"].to_numpy()
         written = [out / "metrics.json", out / "predictions.csv"]
+        if self.localisation is not None:
+            atomic_write_text(out / "localisation.csv", self.localisation.films.to_csv(index=False))
+            written.append(out / "localisation.csv")
         written.append(plots.confusion(self.metrics["confusion_matrix"], out / "confusion_matrix.png"))
         written.append(plots.class_distribution(self.predictions, out / "class_distribution.png"))
         if labels.min() != labels.max():
@@ -61,14 +69,34 @@ def evaluate(
     split: str | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    boxes: str | Path | None = None,
 ) -> Evaluation:
     """Predict every image of ``split`` of ``data`` and compute metrics at the model's threshold.
 
     ``data``: a data folder or labels CSV, or several (each a site; every site gives its ``split``,
-    by default its test split or its only split).
+    by default its test split or its only split).  ``boxes``: a boxes CSV
+    (:mod:`pneumoscan.data.boxes_csv`) of films of ``data``; the heat maps of the judged PNEUMONIA
+    films are then measured against it (:mod:`pneumoscan.evaluation.localisation`), in
+    ``localisation`` and ``metrics["localisation"]``.
     """
-    frame = evaluation_split(scan_sources(data), split)
-    return evaluate_manifest(predictor, frame, _names(data), cache_dir, progress)
+    scanned = scan_sources(data)
+    if boxes is None:
+        return evaluate_manifest(
+            predictor, evaluation_split(scanned, split), _names(data), cache_dir, progress
+        )
+    from pneumoscan.evaluation.localisation import localise  # torch: only with boxes
+    from pneumoscan.explain import require_torch_engine
+
+    require_torch_engine(predictor)
+    box_table = read_boxes_csv(boxes, scanned["path"])
+    evaluation = evaluate_manifest(
+        predictor, evaluation_split(scanned, split), _names(data), cache_dir, progress
+    )
+    table = evaluation.predictions
+    judged = table[(table["label"] == 1) & ~table["refused"]]
+    evaluation.localisation = localise(predictor, list(judged["path"]), box_table, boxes)
+    evaluation.metrics["localisation"] = evaluation.localisation.metrics
+    return evaluation
 
 
 def _names(data: str | Path | Sequence[str | Path]) -> str:

@@ -4,7 +4,7 @@ Everything is inline -- CSS, and every image as a ``data:image/png;base64`` URI 
 JavaScript, so the page opens offline and travels as one file.  Metrics carry 95 % bootstrap
 confidence intervals (percentile method over resamples of the patients, seeded, so a report is
 reproducible; :mod:`pneumoscan.evaluation.bootstrap`), overall and per site and subgroup
-(:mod:`pneumoscan.evaluation.groups`).  The worst errors come with their Grad-CAM heat maps when
+(:mod:`pneumoscan.evaluation.groups`).  The worst errors come with their heat maps when
 the engine is torch.
 """
 
@@ -37,6 +37,7 @@ from pneumoscan.predict import Predictor
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 GALLERY_SIZE = 6
 THUMBNAIL_SIDE = 320
+LOCALISATION_EXAMPLES = 4  # half hits, the rest misses where there are enough
 
 
 def write_report(evaluation: Evaluation, predictor: Predictor, path: str | Path) -> Path:
@@ -70,6 +71,7 @@ def _page(evaluation: Evaluation, predictor: Predictor) -> str:
         _plots_section(evaluation, labels, probabilities, threshold),
         _thresholds_section(labels, probabilities, threshold),
         _gallery_section(table, predictor),
+        _localisation_section(evaluation, predictor),
     ]
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return (
@@ -221,9 +223,9 @@ def _gallery_section(table: pd.DataFrame, predictor: Predictor) -> str:
     ]
     torch_engine = predictor.engine.name == "torch"
     note = (
-        "Heat maps: Grad-CAM of the PNEUMONIA logit inside the model's centre crop, scaled so that its "
-        "peak equals the film's probability of pneumonia (colour bar 0 to 1): a confident NORMAL film "
-        "stays blue, red marks strong evidence on a film called PNEUMONIA."
+        f"Heat maps ({predictor.meta.explain.describe()}) of the PNEUMONIA logit inside the model's centre "
+        "crop, scaled so that its peak equals the film's probability of pneumonia (colour bar 0 to 1): "
+        "a confident NORMAL film stays blue, red marks strong evidence on a film called PNEUMONIA."
         if torch_engine
         else "Heat maps need the torch engine: evaluate the .safetensors model file to see them."
     )
@@ -248,6 +250,52 @@ def _card(path: str, probability: float, predictor: Predictor, torch_engine: boo
     except ImageReadError as exc:
         return f"<figure class='card'><p>{_esc(str(exc))}</p>{caption}</figure>"
     return f"<figure class='card'>{_img(overlay_png(explanation, THUMBNAIL_SIDE), name)}{caption}</figure>"
+
+
+def _localisation_section(evaluation: Evaluation, predictor: Predictor) -> str:
+    """With ``evaluate --boxes``: the heat maps against the readers' boxes, with example overlays."""
+    found = evaluation.localisation
+    if found is None:
+        return ""
+    from pneumoscan.explain import explain_file, overlay_png
+
+    metrics = found.metrics
+    rows = ""
+    if metrics["films"]:
+        low, high = metrics["hit_rate_interval"]
+        rows = (
+            f"<tr data-metric='hit_rate'><th>Pointing game: map peak inside a box</th><td>"
+            f"{_num(metrics['hit_rate'])} ({_num(low)} &ndash; {_num(high)})</td>"
+            f"<td>{_num(metrics['chance_hit_rate'])}</td></tr>"
+            f"<tr data-metric='mass_in_boxes'><th>Share of the map's mass inside the boxes</th>"
+            f"<td>{_num(metrics['mass_in_boxes'])}</td><td>{_num(metrics['chance_mass_in_boxes'])}</td></tr>"
+        )
+    films = found.films
+    examples = pd.concat([films[films["hit"]].head(LOCALISATION_EXAMPLES // 2), films[~films["hit"]]])
+    cards = []
+    for row in examples.head(LOCALISATION_EXAMPLES).itertuples():
+        explanation = explain_file(predictor, row.path)
+        png = overlay_png(explanation, THUMBNAIL_SIDE, boxes=found.boxes_of(row.path))
+        verdict = "peak in a box" if row.hit else "peak outside the boxes"
+        cards.append(
+            f"<figure class='card'>{_img(png, Path(row.path).name)}<figcaption title='{_esc(row.path)}'>"
+            f"{_esc(Path(row.path).name)}<br>{verdict}; mass in boxes {row.mass_in_boxes:.2f}"
+            "</figcaption></figure>"
+        )
+    not_measured = (
+        f"{metrics['pneumonia_films_without_boxes']} PNEUMONIA films without boxes, "
+        f"{metrics['refused']} refused and {metrics['unreadable']} unreadable films were not measured."
+    )
+    return (
+        "<section id='localisation'><h2>Heat maps against the readers' boxes</h2>"
+        f"<p class='note'>{metrics['films']} PNEUMONIA films with boxes ({_esc(metrics['boxes'])}); maps: "
+        f"{_esc(metrics['map'])}. The pointing game counts the films whose map peaks "
+        "inside a box (95% Wilson interval); chance is a uniform map over the model's view, i.e. the "
+        f"boxes' share of the view's area. {_esc(not_measured)}</p><table id='localisation-metrics'>"
+        f"<tr><th>Measure</th><th>Heat maps</th><th>Chance</th></tr>{rows}</table>"
+        "<p class='note'>Examples: boxes and the map's peak (cross) in white.</p>"
+        f"<div class='row'>{''.join(cards) or '<p>None.</p>'}</div></section>"
+    )
 
 
 def _img(png: bytes, alt: str) -> str:

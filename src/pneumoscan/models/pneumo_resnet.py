@@ -73,8 +73,8 @@ class PneumoResNet(XrayNetwork):
         )
 
     @property
-    def cam_layer(self) -> nn.Module:
-        return self.stages[-1]
+    def cam_layers(self) -> list[nn.Module]:
+        return list(self.stages)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(self.normalize(x)))

@@ -6,7 +6,7 @@
   refers to, and the model as the algorithm (name and creation time as its version); a film the
   model refused is recorded as "Indeterminate" with a comment "not judged: <reason>" and no
   probability;
-* with heat maps, a **Secondary Capture** of the Grad-CAM overlay (RGB).
+* with heat maps, a **Secondary Capture** of the heat-map overlay (RGB), the map the model file names.
 
 Both copy the patient and study attributes of the source, are marked as research content, and get
 UIDs derived from the source SOP Instance UID and the model identity, so that the same film and model
@@ -132,7 +132,7 @@ def heatmap_sc(source: Dataset, overlay: np.ndarray, meta: ModelMeta) -> Dataset
     capture.PatientOrientation = source.get("PatientOrientation", "")  # same pixel layout as the film
     capture.Laterality = source.get("Laterality") or ""  # type 2C; dciodvfy asks for it on a capture
     capture.BurnedInAnnotation = "NO"
-    capture.ImageComments = f"Grad-CAM heat map of {meta.model_id()}; not for diagnosis"
+    capture.ImageComments = f"heat map ({meta.explain.describe()}) of {meta.model_id()}; not for diagnosis"
     return capture
 
 

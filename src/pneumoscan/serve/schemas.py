@@ -27,7 +27,7 @@ class ImageResult(BaseModel):
     refusal_reason: str = Field("", description="why the image is out of distribution")
     heatmap: str | None = Field(
         None,
-        description="with heatmap=true: base64 PNG of the Grad-CAM heat map over the image, with a colour "
+        description="with heatmap=true: base64 PNG of the model's heat map over the image, with a colour "
         "bar; its peak is the probability of pneumonia, so a confident NORMAL film stays blue",
     )
     film: str | None = Field(

@@ -357,7 +357,11 @@ def _finish(
 ) -> Path:
     """Calibrate on validation, set the gate's threshold, measure both, write the model file and summary."""
     meta = ModelMeta(
-        model=config.model, preprocess=config.preprocess, config=config, synthetic_data=synthetic
+        model=config.model,
+        preprocess=config.preprocess,
+        config=config,
+        synthetic_data=synthetic,
+        explain=config.explain,
     )
     predictor = Predictor(TorchEngine(meta, module.net.cpu().float(), config.train.precision))
     val = data.dataset("val")
