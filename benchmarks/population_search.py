@@ -13,8 +13,9 @@ and view) from those films only.  Measured on films the run never trained on:
   (``opacity`` 1) films, which no variant trains on;
 * the gate: share of each source's validation chest films refused, of held-out knee X-rays, of generated
   non-chest images of an unused seed;
-* heat maps on the RSNA validation PNEUMONIA films with boxes: pointing game (Grad-CAM peak inside a
-  radiologist's box) and the chance rate of a uniform map.
+* heat maps on the RSNA validation PNEUMONIA films with boxes, as ``evaluate --boxes`` measures them:
+  pointing game (the map's peak inside a radiologist's box), the map's mass inside the boxes, and the
+  chance rate of a uniform map over the model's view.
 
 Finished variants are kept in ``OUT/results.csv`` and skipped on the next run.  Prints a table.
 
@@ -32,22 +33,25 @@ import numpy as np
 import pandas as pd
 
 from pneumoscan.config import Config, recipe
+from pneumoscan.data.boxes_csv import read_boxes_csv
 from pneumoscan.data.cache import load_cached
 from pneumoscan.data.datamodule import negative_files
 from pneumoscan.data.manifest import scan_sources, training_pool
 from pneumoscan.data.negatives import GENERATORS, generate_negatives
+from pneumoscan.evaluation.localisation import localise
 from pneumoscan.evaluation.metrics import binary_metrics
-from pneumoscan.explain import grad_cam
 from pneumoscan.predict import Predictor
-from pneumoscan.preprocess import crop_box, to_model_input
 from pneumoscan.training.fit import train
 
 NETWORK = {"stem_stride": 4, "widths": [24, 48, 96, 192]}  # the default recipe's model.options
-FINE = {**NETWORK, "strides": [1, 2, 2, 1]}  # last stage 8 x 8 at 128 px
+FINE = {**NETWORK, "strides": [1, 2, 2, 1]}  # last stage 8 x 8 at 128 px (1.75x the compute)
+FINE96 = {"stem_stride": 4, "widths": [24, 48, 96, 96], "strides": [1, 2, 2, 1]}  # 8 x 8, the same compute
 VARIANTS: dict[str, list[str]] = {
     "default": [],
     "views balanced": ["data.balance_views=true"],
     "views balanced, fine last stage": ["data.balance_views=true", "model.options=" + json.dumps(FINE)],
+    "views balanced, fine last stage 96": ["data.balance_views=true", "model.options=" + json.dumps(FINE96)],
+    "fine last stage 96": ["model.options=" + json.dumps(FINE96)],
     "views balanced, fine last stage, 30 epochs": [
         "data.balance_views=true",
         "model.options=" + json.dumps(FINE),
@@ -143,36 +147,18 @@ def validation_rows(config: Config, srcs: dict[str, Path]) -> pd.DataFrame:
 
 
 def pointing_game(
-    predictor: Predictor, rows: pd.DataFrame, boxes: pd.DataFrame, root: Path
+    predictor: Predictor, rows: pd.DataFrame, source: Path, boxes_csv: Path
 ) -> dict[str, float]:
-    """Share of boxed PNEUMONIA films whose Grad-CAM peak lies inside a box, and the uniform map's rate."""
-    cfg = predictor.meta.preprocess
-    boxes = boxes.assign(path=[str(root / p) for p in boxes["path"]])
-    films = rows[(rows["label"] == 1) & rows["path"].isin(set(boxes["path"]))]
-    _, pixels, paths = _scores(predictor, films["path"].tolist())
-    net = predictor.engine.net  # type: ignore[attr-defined]
-    hits, chance = [], []
-    side = cfg.image_size
-    for start in range(0, len(paths), 32):
-        maps = grad_cam(net, to_model_input(pixels[start : start + 32], cfg))
-        for cam, path in zip(maps, paths[start : start + 32], strict=True):
-            film = boxes[boxes["path"] == path]
-            top, left, h, w = crop_box(256, 256, cfg.crop_fraction)
-            inside = np.zeros((side, side), bool)
-            yy, xx = np.mgrid[0:side, 0:side]
-            fy, fx = (
-                top + (yy + 0.5) * h / side,
-                left + (xx + 0.5) * w / side,
-            )  # film coordinates of each cell
-            for b in film.itertuples():
-                inside |= (fx >= b.x) & (fx < b.x + b.width) & (fy >= b.y) & (fy < b.y + b.height)
-            peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
-            hits.append(bool(inside[peak]))
-            chance.append(float(inside.mean()))
+    """``evaluate --boxes`` on the boxed PNEUMONIA films of ``rows`` (films of ``source``): the map's peak
+    inside a reader's box, the map's mass inside the boxes, and a uniform map's chance of either."""
+    films = rows.loc[rows["label"] == 1, "path"].tolist()
+    boxes = read_boxes_csv(boxes_csv, scan_sources([source])["path"])
+    metrics = localise(predictor, films, boxes, boxes_csv).metrics
     return {
-        "boxed films": len(hits),
-        "pointing game": float(np.mean(hits)),
-        "pointing chance": float(np.mean(chance)),
+        "boxed films": metrics["films"],
+        "pointing game": metrics["hit_rate"],
+        "mass in boxes": metrics["mass_in_boxes"],
+        "pointing chance": metrics["chance_hit_rate"],
     }
 
 
@@ -205,8 +191,8 @@ def measure(model: Path, config: Config, srcs: dict[str, Path], shared: Path) ->
     result["knee refused"] = _refused(predictor, _scores(predictor, knee)[0][:, 1])
     generated = generate_negatives(len(GENERATORS) * 40, predictor.meta.preprocess.image_size, seed=987_654)
     result["generated refused"] = _refused(predictor, predictor.scores(generated)[:, 1])
-    boxes = pd.read_csv(shared / "rsna-pneumonia" / "boxes.csv")
-    result.update(pointing_game(predictor, val[val["site"] == "nih-rsna"], boxes, shared / "rsna-pneumonia"))
+    rsna = val[val["site"] == "nih-rsna"]
+    result.update(pointing_game(predictor, rsna, srcs["rsna"], shared / "rsna-pneumonia" / "boxes.csv"))
     return result
 
 
