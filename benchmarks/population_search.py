@@ -52,6 +52,12 @@ VARIANTS: dict[str, list[str]] = {
     "views balanced, fine last stage": ["data.balance_views=true", "model.options=" + json.dumps(FINE)],
     "views balanced, fine last stage 96": ["data.balance_views=true", "model.options=" + json.dumps(FINE96)],
     "fine last stage 96": ["model.options=" + json.dumps(FINE96)],
+    "fine last stage 96, EMA": ["model.options=" + json.dumps(FINE96), "train.ema_decay=0.995"],
+    "views balanced, fine last stage 96, EMA": [
+        "data.balance_views=true",
+        "model.options=" + json.dumps(FINE96),
+        "train.ema_decay=0.995",
+    ],
     "views balanced, fine last stage, 30 epochs": [
         "data.balance_views=true",
         "model.options=" + json.dumps(FINE),
