@@ -80,6 +80,11 @@ class DataConfig(_Section):
         le=1,
         description="0: sites drawn in proportion to their size; 1: every site equally likely per draw",
     )
+    ambiguous_other: Literal["exclude", "negative"] = Field(
+        "exclude",
+        description="OTHER films marked ambiguous (labels CSV opacity=1): left out of training and "
+        "validation (exclude) or trained as negatives for pneumonia (negative); evaluate reports them apart",
+    )
 
 
 class ModelConfig(_Section):

@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from pneumoscan.evaluation.evaluate import evaluate
     from pneumoscan.evaluation.groups import format_groups
     from pneumoscan.evaluation.metrics import format_report
+    from pneumoscan.evaluation.other import format_other
     from pneumoscan.predict import Predictor
 
     predictor = Predictor.load(args.model, args.engine)
@@ -49,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_report(result.metrics))
     print(f"\nper group, with 95% {result.metrics['bootstrap']['unit']}-bootstrap intervals")
     print(format_groups(result.metrics["groups"]))
+    if result.metrics["other"]:
+        print(f"\n{format_other(result.metrics['other'])}")
     warn_if_synthetic(predictor.meta)
     report_skipped(result.skipped)
     if args.out:
