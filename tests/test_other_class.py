@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -16,9 +17,9 @@ from pneumoscan.classes import FILM_CLASS_NAMES, OUTPUT_CLASSES, film_class, tar
 from pneumoscan.config import Config
 from pneumoscan.data.datamodule import XrayDataModule, sampling_weights
 from pneumoscan.data.inspect import inspect_dataset
-from pneumoscan.data.manifest import patient_split, scan_dataset, scan_sources
+from pneumoscan.data.manifest import evaluation_split, patient_split, scan_dataset, scan_sources
 from pneumoscan.errors import DataError
-from pneumoscan.evaluation.evaluate import evaluate, evaluate_manifest
+from pneumoscan.evaluation.evaluate import evaluate_manifest
 from pneumoscan.evaluation.other import wilson_interval
 from pneumoscan.model_file import read_meta
 from pneumoscan.predict import Predictor
@@ -186,7 +187,13 @@ def other_model(three_kinds: list[str], tmp_path_factory: pytest.TempPathFactory
     from pneumoscan.training.fit import train
 
     config = tiny_config().with_overrides(
-        ["train.max_epochs=2", "train.batch_size=16", 'model.options={"widths": [8, 16, 32]}']
+        [
+            "train.max_epochs=2",
+            "train.batch_size=16",
+            'model.options={"widths": [8, 16, 32]}',
+            "model.gate=false",
+            "gate.generated_negatives=0",
+        ]
     )
     result = train(three_kinds, tmp_path_factory.mktemp("run") / "run", config, progress=False)
     assert result.model_path is not None
@@ -213,38 +220,28 @@ def test_wilson_interval() -> None:
 def test_evaluate_measures_other_films_apart(
     other_model: Path, three_kinds: list[str], tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    predictor = Predictor.load(other_model)
-    result = evaluate(predictor, three_kinds, progress=False)
-    table = result.predictions
-    binary = table[table["class_name"] != "OTHER"]
-    alone = evaluate_manifest(
-        predictor, binary.drop(columns=["probability", "predicted", "ood_score", "refused"]), "x"
-    )
+    out_dir = tmp_path / "eval"
+    args = ["evaluate", str(other_model), *three_kinds, "--out", str(out_dir), "--report", "--quiet"]
+    code, out, _ = run_cli(args, capfd)
+    assert code == 0 and "OTHER films (another finding) called PNEUMONIA, with Wilson score interval" in out
+    assert "clear OTHER called PNEUMONIA" in out
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    table = pd.read_csv(out_dir / "predictions.csv")
+    frame = evaluation_split(scan_sources(three_kinds), None)
+    alone = evaluate_manifest(Predictor.load(other_model), frame[frame["class_name"] != "OTHER"], "x")
     for name in ("images", "accuracy", "roc_auc", "sensitivity", "specificity", "ece", "confusion_matrix"):
-        assert result.metrics[name] == alone.metrics[name], name  # NORMAL/PNEUMONIA metrics as without OTHER
-    assert result.metrics["intervals"] == alone.metrics["intervals"]
-    other = result.metrics["other"]
+        assert metrics[name] == alone.metrics[name], name  # NORMAL/PNEUMONIA metrics as without OTHER
+    assert metrics["intervals"] == alone.metrics["intervals"]
+    other = metrics["other"]
     clear = table[(table["class_name"] == "OTHER") & ~table["ambiguous"]]
     assert other["clear"]["films"] == len(clear) == 10 + 12 and other["ambiguous"]["films"] == 8
     assert other["clear"]["called_pneumonia"] == int(clear["predicted"].sum())
     low, high = other["clear"]["ci"]
     assert low <= other["clear"]["fraction"] <= high
     assert set(other["per_site"]) == {"kermany", "nih"} and "ambiguous" not in other["per_site"]["kermany"]
-    sites = result.metrics["groups"]["site"]
+    sites = metrics["groups"]["site"]
     assert sites["nih"]["OTHER"] == 20 and sites["nih"]["other"]["ambiguous"]["films"] == 8
     assert sites["kermany"]["films"] == sites["kermany"]["NORMAL"] + sites["kermany"]["PNEUMONIA"] == 20
-
-    out_dir = tmp_path / "eval"
-    args = ["evaluate", str(other_model), *three_kinds, "--out", str(out_dir), "--report", "--quiet"]
-    code, out, _ = run_cli(args, capfd)
-    assert code == 0 and "OTHER films (another finding) called PNEUMONIA, with Wilson score interval" in out
-    assert "clear OTHER called PNEUMONIA" in out
-    written = json.loads((out_dir / "metrics.json").read_text())
-    assert written["other"]["ambiguous"]["films"] == 8
-    predictions = pd.read_csv(out_dir / "predictions.csv")
-    assert {"class_name", "ambiguous"} <= set(predictions.columns) and (
-        predictions["class_name"] == "OTHER"
-    ).sum() == 30
     page = (out_dir / "report.html").read_text()
     assert "<section id='other'>" in page and "data-site='nih'" in page and "Ambiguous OTHER films" in page
     assert "trained with OTHER films as negatives" in page and "OTHER (ambiguous)" in page
@@ -280,3 +277,67 @@ def test_old_model_files_load_with_the_default_classes() -> None:
     assert "film_classes" not in raw  # an "old" file
     meta = read_meta(path)
     assert meta.film_classes == ("NORMAL", "PNEUMONIA") and meta.class_names == ("NORMAL", "PNEUMONIA")
+
+
+def test_the_class_names_come_from_the_model_file(
+    relabelled_model: Path, synthetic_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import RELABELLED
+    from fastapi.testclient import TestClient
+    from pydicom import dcmread
+    from test_serve import encode
+
+    from pneumoscan.serve.app import create_app
+
+    films = sorted((synthetic_data / "test").rglob("*.jpeg"))[::8]
+    predictor = Predictor.load(relabelled_model)
+    assert predictor.classes_ == RELABELLED
+    images = np.stack([synthetic_film(np.random.default_rng(i), bool(i % 2), 96) for i in range(4)])
+    prepared = np.stack([Image.fromarray(im).resize((64, 64)) for im in images]).astype(np.uint8)
+    proba = predictor.predict_proba(prepared)
+    assert proba.shape == (4, 2) and np.allclose(proba.sum(axis=1), 1)
+    assert np.allclose(proba[:, 1], predictor.probabilities(prepared))
+    labels = {p.label for p in predictor.predict_files(films)}
+    assert labels and labels <= set(RELABELLED)
+
+    code, out, _ = run_cli(["predict", str(relabelled_model), *map(str, films), "--json"], capfd)
+    assert code == 0 and {json.loads(line)["label"] for line in out.splitlines()} <= set(RELABELLED)
+    code, out, _ = run_cli(["predict", str(relabelled_model), *map(str, films), "--csv", "-"], capfd)
+    assert code == 0 and set(pd.read_csv(io.StringIO(out))["label"]) <= set(RELABELLED)
+    code, out, _ = run_cli(["predict", str(relabelled_model), str(films[0])], capfd)
+    assert code == 0 and out.splitlines()[-1].split()[1] in RELABELLED
+
+    with TestClient(create_app(predictor)) as client:
+        card = client.get("/v1/model").json()
+        assert tuple(card["class_names"]) == RELABELLED and card["film_classes"] == ["NORMAL", "PNEUMONIA"]
+        answer = client.post(
+            "/v1/predict", files=[("files", ("film.png", encode(images[1], "PNG"), "image/png"))]
+        ).json()
+        assert answer["results"][0]["label"] in RELABELLED
+
+    pytest.importorskip("highdicom")
+    from dicom_factory import study_header, write_dicom
+    from pydicom.uid import generate_uid
+
+    from pneumoscan.pacs.results import result_sr
+
+    source = dcmread(write_dicom(tmp_path / "film.dcm", images[1], header=study_header(generate_uid(), 1)))
+    [prediction] = predictor.predict_files([tmp_path / "film.dcm"])
+    meta = predictor.meta
+    findings = {}
+    for label in (*RELABELLED, "PNEUMONIA"):  # the literal PNEUMONIA is not this model's positive class
+        prediction.label = label
+        findings[label] = _finding_code(result_sr(source, prediction, meta))
+    assert findings == {"CLEAR": "2667000", "PNEU": "52101004", "PNEUMONIA": "2667000"}  # Absent/Present
+
+
+def _finding_code(sr: object) -> str:
+    """The value code of the SR's qualitative evaluation of pneumonia (SCT 233604007)."""
+    stack = list(sr.ContentSequence)  # type: ignore[attr-defined]
+    while stack:
+        item = stack.pop()
+        name = item.ConceptNameCodeSequence[0].CodeValue if "ConceptNameCodeSequence" in item else ""
+        if item.ValueType == "CODE" and name == "233604007":
+            return str(item.ConceptCodeSequence[0].CodeValue)
+        stack.extend(item.get("ContentSequence", []))
+    raise AssertionError("no pneumonia finding in the SR")
