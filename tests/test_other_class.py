@@ -317,6 +317,7 @@ def test_the_class_names_come_from_the_model_file(
 
     pytest.importorskip("highdicom")
     from dicom_factory import study_header, write_dicom
+    from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
     from pneumoscan.pacs.results import result_sr
@@ -328,7 +329,8 @@ def test_the_class_names_come_from_the_model_file(
     for label in (*RELABELLED, "PNEUMONIA"):  # the literal PNEUMONIA is not this model's positive class
         prediction.label = label
         findings[label] = _finding_code(result_sr(source, prediction, meta))
-    assert findings == {"CLEAR": "2667000", "PNEU": "52101004", "PNEUMONIA": "2667000"}  # Absent/Present
+    absent, present = codes.SCT.Absent.value, codes.SCT.Present.value
+    assert findings == {"CLEAR": absent, "PNEU": present, "PNEUMONIA": absent}
 
 
 def _finding_code(sr: object) -> str:
