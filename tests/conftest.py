@@ -68,6 +68,19 @@ def trained_model(synthetic_data: Path, tmp_path_factory: pytest.TempPathFactory
     return result.model_path
 
 
+RELABELLED = ("CLEAR", "PNEU")  # output class names no path may take from anywhere but the model file
+
+
+@pytest.fixture(scope="session")
+def relabelled_model(trained_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`trained_model` with the output classes :data:`RELABELLED` in its model file."""
+    from pneumoscan.model_file import read_model, save_model
+
+    meta, tensors = read_model(trained_model)
+    target = tmp_path_factory.mktemp("relabelled") / "relabelled.safetensors"
+    return save_model(target, tensors, meta.model_copy(update={"class_names": RELABELLED}))
+
+
 @contextmanager
 def served_on_loopback(app: Any) -> Iterator[int]:
     """``app`` served by uvicorn in a thread on 127.0.0.1 at a free port (yielded), stopped afterwards."""

@@ -18,10 +18,10 @@ from PIL import Image
 from safetensors.numpy import save_file
 
 from pneumoscan import Predictor, evaluate
+from pneumoscan.classes import OUTPUT_CLASSES as CLASS_NAMES
 from pneumoscan.cli import PREDICT_HEADER, main
 from pneumoscan.config import Config
 from pneumoscan.data.inspect import InspectReport
-from pneumoscan.data.manifest import CLASS_NAMES
 from pneumoscan.evaluation.evaluate import Evaluation
 from pneumoscan.model_file import read_meta, read_model, save_model
 from pneumoscan.synthetic import make_synthetic_dataset, synthetic_film
@@ -99,7 +99,8 @@ def test_inspect_cli(messy_data: Path, tmp_path: Path, capfd: pytest.CaptureFixt
     assert len(manifest) == 8 + 12 + 1 + 5 + 4  # train NORMAL (+ corrupt), train PNEUMONIA, test
     assert set(manifest["split"]) == {"train", "val", "test"}  # val cut from train (no val/ folder)
     counts = manifest.groupby("class_name").size()
-    assert f"class imbalance: {counts['PNEUMONIA'] / counts['NORMAL']:.2f} PNEUMONIA per NORMAL" in out
+    ratio = counts["PNEUMONIA"] / counts["NORMAL"]
+    assert f"class imbalance: {ratio:.2f} PNEUMONIA per film without it" in out
     assert "unreadable files: 1" in out and "IM-0999-0001.jpeg" in out
     assert "identical images in two splits: 1" in out
     assert "test:" in out and "IM-0998-0001.jpeg" in out

@@ -85,6 +85,11 @@ class DataConfig(_Section):
         description="with balanced_sampling: both classes equally likely within each view (PA, AP, ...) of "
         "a site too, so that the look of a view cannot stand in for a class",
     )
+    ambiguous_other: Literal["exclude", "negative"] = Field(
+        "exclude",
+        description="OTHER films marked ambiguous (labels CSV opacity=1): left out of training and "
+        "validation (exclude) or trained as negatives for pneumonia (negative); evaluate reports them apart",
+    )
 
 
 class ModelConfig(_Section):

@@ -2,7 +2,8 @@
 
 The safetensors header's ``__metadata__`` holds one key, ``pneumoscan``, whose JSON value is a
 :class:`ModelMeta`: format version, architecture and options, the preprocessing contract, the
-calibration temperature and operating threshold, class names, the full training config, the
+calibration temperature and operating threshold, class names (outputs and the film classes it
+was trained on), the full training config, the
 metrics measured when it was saved, whether it was trained on synthetic data, the package version,
 its out-of-distribution gate, the heat map it shows, and the history of ``pneumoscan calibrate``
 runs (older files without them load with no gate, Grad-CAM of the last stage and an empty history).
@@ -25,6 +26,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save as save_numpy
 
 from pneumoscan.atomic import atomic_write_bytes
+from pneumoscan.classes import OUTPUT_CLASSES
 from pneumoscan.config import Config, ExplainConfig, ModelConfig, PreprocessConfig, first_error
 from pneumoscan.errors import ModelFileError
 
@@ -84,6 +86,9 @@ class ModelMeta(BaseModel):
 
     ``gate`` is None for models without an out-of-distribution gate (files made before it existed);
     ``explain`` is the heat map the model shows (files made before it existed: Grad-CAM of the last stage).
+    ``class_names`` are the model's two outputs by target (:data:`pneumoscan.classes.OUTPUT_CLASSES`);
+    ``film_classes`` the kinds of film it was trained on (e.g. NORMAL, PNEUMONIA and OTHER as
+    negatives; files made before OTHER existed: NORMAL and PNEUMONIA).
     """
 
     format: str = FORMAT
@@ -93,7 +98,8 @@ class ModelMeta(BaseModel):
     threshold: float = Field(0.5, gt=0, lt=1)
     threshold_rule: str = "fixed at 0.5"
     temperature: float = Field(1.0, gt=0)
-    class_names: tuple[str, str] = ("NORMAL", "PNEUMONIA")
+    class_names: tuple[str, str] = OUTPUT_CLASSES  # the outputs, by target (PNEUMONIA last)
+    film_classes: tuple[str, ...] = OUTPUT_CLASSES  # the film classes it was trained on; older files lack it
     config: Config | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     package_version: str = ""

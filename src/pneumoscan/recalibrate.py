@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 from pneumoscan.calibration import calibrated, choose_threshold, fit_temperature
+from pneumoscan.classes import OUTPUT_CLASSES, present_classes, trained_films
 from pneumoscan.config import CalibrationConfig
-from pneumoscan.data.manifest import CLASS_NAMES, content_hashes, scan_sources, select_split
+from pneumoscan.data.manifest import content_hashes, scan_sources, select_split
 from pneumoscan.errors import DataError, PneumoscanError
 from pneumoscan.evaluation.groups import with_group_columns
 from pneumoscan.evaluation.metrics import binary_metrics
@@ -47,15 +48,17 @@ def calibration_films(frame: pd.DataFrame, split: str | None) -> pd.DataFrame:
     """The films to calibrate on: the named split, else the only one, else ``val``, else ``train``.
 
     A ``test`` split is only used when named: films used to calibrate cannot measure the result.
+    Ambiguous OTHER films are left out, as in training (OTHER films are negatives).
     """
-    return select_split(frame, split, ("val", "train")).reset_index(drop=True)
+    chosen = select_split(frame, split, ("val", "train"))
+    return chosen[trained_films(chosen, "exclude")].reset_index(drop=True)
 
 
 def check_counts(frame: pd.DataFrame, what: str) -> None:
     """:class:`DataError` unless ``frame`` has at least :data:`MIN_FILMS_PER_CLASS` films of each class."""
     counts = [int((frame["label"] == label).sum()) for label in (0, 1)]
     if min(counts) < MIN_FILMS_PER_CLASS:
-        found = " and ".join(f"{n} {name}" for n, name in zip(counts, CLASS_NAMES, strict=True))
+        found = " and ".join(f"{n} {name}" for n, name in zip(counts, OUTPUT_CLASSES, strict=True))
         raise DataError(
             f"{what}: {found} films; calibrating needs labelled films of both classes, at least "
             f"{MIN_FILMS_PER_CLASS} of each (more give a steadier threshold)"
@@ -110,7 +113,7 @@ def recalibrate(
         data=[str(data)],
         split=str(rows["split"].iloc[0]),
         sites=sorted(rows["site"].astype(str).unique()),
-        films={name: int((labels == i).sum()) for i, name in enumerate(meta.class_names)},
+        films={name: int((rows["class_name"] == name).sum()) for name in present_classes(rows["class_name"])},
         patients=int(rows["patient_id"].nunique()),
         content_hash=content_hash(rows),
         previous=meta.operating_point(),

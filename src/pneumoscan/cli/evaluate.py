@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from pneumoscan.evaluation.evaluate import evaluate
     from pneumoscan.evaluation.groups import format_groups
     from pneumoscan.evaluation.metrics import format_report
+    from pneumoscan.evaluation.other import format_other
     from pneumoscan.predict import Predictor
 
     predictor = Predictor.load(args.model, args.engine)
@@ -59,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         from pneumoscan.evaluation.localisation import format_localisation
 
         print(f"\n{format_localisation(result.localisation.metrics)}")
+    if result.metrics["other"]:
+        print(f"\n{format_other(result.metrics['other'])}")
     warn_if_synthetic(predictor.meta)
     report_skipped(result.skipped)
     if args.out:

@@ -3,6 +3,10 @@
 Images are listed in manifest order and read from the cache in that same order, so every
 probability stays attached to its own file and label (the notebook's report was wrong because its
 test generator shuffled).  The per-image table is kept in :attr:`Evaluation.predictions`.
+
+The NORMAL/PNEUMONIA metrics measure the films of those two classes only; OTHER films (another
+finding) are measured apart, as the fraction called PNEUMONIA (``other`` in the metrics,
+:mod:`pneumoscan.evaluation.other`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import pandas as pd
 
 from pneumoscan.atomic import atomic_write_text
 from pneumoscan.calibration import calibrated
+from pneumoscan.classes import binary_films
 from pneumoscan.data.boxes_csv import read_boxes_csv
 from pneumoscan.data.manifest import evaluation_split, scan_sources
 from pneumoscan.errors import DataError
@@ -25,6 +30,7 @@ from pneumoscan.evaluation import plots
 from pneumoscan.evaluation.bootstrap import bootstrap_metrics, clusters_of
 from pneumoscan.evaluation.groups import bootstrap_description, group_metrics, with_group_columns
 from pneumoscan.evaluation.metrics import binary_metrics
+from pneumoscan.evaluation.other import other_metrics
 from pneumoscan.evaluation.scoring import score_manifest
 from pneumoscan.predict import Predictor
 
@@ -49,18 +55,27 @@ class Evaluation:
             out / "metrics.json", json.dumps({**self.metrics, "skipped_files": self.skipped}, indent=2)
         )
         atomic_write_text(out / "predictions.csv", self.predictions.to_csv(index=False))
-        labels = self.predictions["label"].to_numpy()
-        probs = self.predictions["probability"].to_numpy()
+        measured = self.measured()
+        labels = measured["label"].to_numpy()
+        probs = measured["probability"].to_numpy()
         written = [out / "metrics.json", out / "predictions.csv"]
         if self.localisation is not None:
             atomic_write_text(out / "localisation.csv", self.localisation.films.to_csv(index=False))
             written.append(out / "localisation.csv")
-        written.append(plots.confusion(self.metrics["confusion_matrix"], out / "confusion_matrix.png"))
         written.append(plots.class_distribution(self.predictions, out / "class_distribution.png"))
+        if not len(labels):
+            return written
+        written.append(plots.confusion(self.metrics["confusion_matrix"], out / "confusion_matrix.png"))
         if labels.min() != labels.max():
             written.append(plots.roc(labels, probs, self.metrics["threshold"], out / "roc_curve.png"))
         written.append(plots.reliability(labels, probs, out / "reliability.png"))
         return written
+
+    def measured(self) -> pd.DataFrame:
+        """The films the NORMAL/PNEUMONIA metrics measure: judged (not refused) films of those classes."""
+        table = self.predictions
+        refused = table["refused"].to_numpy(dtype=bool) if "refused" in table else np.zeros(len(table), bool)
+        return table[~refused & binary_films(table)]
 
 
 def evaluate(
@@ -116,7 +131,8 @@ def evaluate_manifest(
     under ``groups``, with patient-bootstrap intervals; films without a ``site`` column get the
     name of the ``data`` folder. Films the model's gate refuses (when ``predictor.refuse``) are
     counted (``refused`` in the metrics and a column of the predictions) and left out of the
-    metrics, which measure the rest.
+    metrics, which measure the rest. The headline metrics measure the NORMAL and PNEUMONIA films;
+    OTHER films are measured apart (``other``: the fraction called PNEUMONIA).
     """
     scored = score_manifest(predictor, frame, data, cache_dir, progress)
     probabilities = calibrated(scored.logits, predictor.meta.temperature)
@@ -135,8 +151,9 @@ def evaluate_manifest(
         raise DataError(
             f"{data}: the model refused all {len(predictions)} images as not chest films it can judge"
         )
-    labels, judged_probs = judged["label"].to_numpy(), judged["probability"].to_numpy()
-    clusters = clusters_of(judged)
+    binary = judged[binary_films(judged)]
+    labels, judged_probs = binary["label"].to_numpy(), binary["probability"].to_numpy()
+    clusters = clusters_of(binary)
     metrics = binary_metrics(labels, judged_probs, threshold)
     metrics["refused"] = int(refused.sum())
     metrics["refused_fraction"] = round(float(refused.mean()), 4)
@@ -146,7 +163,10 @@ def evaluate_manifest(
     metrics["bootstrap"] = bootstrap_description(clusters)
     metrics["intervals"] = {
         name: [value.low, value.high]
-        for name, value in bootstrap_metrics(labels, judged_probs, threshold, clusters=clusters).items()
+        for name, value in (
+            bootstrap_metrics(labels, judged_probs, threshold, clusters=clusters) if len(binary) else {}
+        ).items()
     }
     metrics["groups"] = group_metrics(judged, threshold)
+    metrics["other"] = other_metrics(judged)
     return Evaluation(predictions, metrics, scored.failures)

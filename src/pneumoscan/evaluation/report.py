@@ -5,7 +5,9 @@ JavaScript, so the page opens offline and travels as one file.  Metrics carry 95
 confidence intervals (percentile method over resamples of the patients, seeded, so a report is
 reproducible; :mod:`pneumoscan.evaluation.bootstrap`), overall and per site and subgroup
 (:mod:`pneumoscan.evaluation.groups`).  The worst errors come with their heat maps when
-the engine is torch.
+the engine is torch.  The metrics, plots, operating points and errors are those of the NORMAL and
+PNEUMONIA films; OTHER films (another finding) have their own section: the fraction called
+PNEUMONIA, clear and ambiguous films apart (:mod:`pneumoscan.evaluation.other`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pandas as pd
 
 from pneumoscan import __version__
 from pneumoscan.atomic import atomic_write_text
+from pneumoscan.classes import OTHER, OUTPUT_CLASSES, ambiguous_of, film_classes_of, present_classes
 from pneumoscan.errors import ImageReadError, PneumoscanError
 from pneumoscan.evaluation import plots
 from pneumoscan.evaluation.bootstrap import (
@@ -32,6 +35,7 @@ from pneumoscan.evaluation.bootstrap import (
 )
 from pneumoscan.evaluation.evaluate import Evaluation
 from pneumoscan.evaluation.groups import AGE_BANDS, HEADLINE, MIN_FILMS, with_interval
+from pneumoscan.evaluation.other import KINDS, with_fraction
 from pneumoscan.predict import Predictor
 
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -59,20 +63,23 @@ def write_report(evaluation: Evaluation, predictor: Predictor, path: str | Path)
 
 
 def _page(evaluation: Evaluation, predictor: Predictor) -> str:
-    table = evaluation.predictions
+    table = evaluation.measured()
     labels = table["label"].to_numpy().astype(int)
     probabilities = table["probability"].to_numpy(dtype=np.float64)
     threshold = float(evaluation.metrics["threshold"])
     title = f"pneumoscan report: {evaluation.metrics['model']}"
-    sections = [
-        _summary(evaluation, predictor),
-        _metrics_section(table, threshold),
-        _groups_section(evaluation.metrics.get("groups", {})),
-        _plots_section(evaluation, labels, probabilities, threshold),
-        _thresholds_section(labels, probabilities, threshold),
-        _gallery_section(table, predictor),
-        _localisation_section(evaluation, predictor),
-    ]
+    sections = [_summary(evaluation, predictor)]
+    if len(table):
+        groups = evaluation.metrics.get("groups", {})
+        sections += [_metrics_section(table, threshold), _groups_section(groups)]
+    sections.append(_other_section(evaluation.metrics.get("other"), predictor))
+    if len(table):
+        sections += [
+            _plots_section(evaluation, labels, probabilities, threshold),
+            _thresholds_section(labels, probabilities, threshold),
+            _gallery_section(table, predictor),
+        ]
+    sections.append(_localisation_section(evaluation, predictor))
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
@@ -87,7 +94,6 @@ def _page(evaluation: Evaluation, predictor: Predictor) -> str:
 
 def _summary(evaluation: Evaluation, predictor: Predictor) -> str:
     meta, metrics, table = predictor.meta, evaluation.metrics, evaluation.predictions
-    counts = table["class_name"].value_counts()
     pre = meta.preprocess
     facts = [
         ("Model", metrics["model"]),
@@ -100,7 +106,8 @@ def _summary(evaluation: Evaluation, predictor: Predictor) -> str:
         ("Temperature", f"{meta.temperature:.3f}"),
         ("Engine", predictor.engine.name),
         ("Data", f"{metrics['data']} (split {metrics['split']})"),
-        ("Images", f"{len(table)}: " + ", ".join(f"{counts.get(n, 0)} {n}" for n in meta.class_names)),
+        ("Images", f"{len(table)}: " + ", ".join(f"{n} {name}" for name, n in _class_counts(table))),
+        ("Trained on", ", ".join(meta.film_classes)),
         ("Unreadable files skipped", str(len(evaluation.skipped))),
     ]
     rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in facts)
@@ -137,14 +144,26 @@ def _groups_section(groups: dict[str, dict[str, dict]]) -> str:
     parts = ["<section><h2>Per site and subgroup</h2>"]
     for column, entries in groups.items():
         rows = []
+        others = any("other" in entry for entry in entries.values())
         for name, entry in entries.items():
             cells = "".join(f"<td>{_esc(with_interval(entry, metric))}</td>" for metric in HEADLINE)
-            counts = "".join(f"<td>{entry[key]}</td>" for key in ("films", "patients", "NORMAL", "PNEUMONIA"))
+            counts = "".join(f"<td>{entry[key]}</td>" for key in ("films", "patients", *OUTPUT_CLASSES))
+            if others:
+                cells += f"<td>{entry.get(OTHER, 0)}</td>" + "".join(
+                    f"<td>{_esc(with_fraction(entry.get('other', {}).get(kind)))}</td>" for kind in KINDS
+                )
             note = f" title='{_esc(entry['note'])}'" if "note" in entry else ""
             rows.append(f"<tr data-group='{_esc(name)}'{note}><th>{_esc(name)}</th>{counts}{cells}</tr>")
+        classes = "".join(f"<th>{_esc(name)}</th>" for name in OUTPUT_CLASSES)
+        extra = (
+            f"<th>{OTHER}</th>"
+            + "".join(f"<th>{kind} {OTHER} called {OUTPUT_CLASSES[1]}</th>" for kind in KINDS)
+            if others
+            else ""
+        )
         parts.append(
             f"<h3>{_esc(names.get(column, column))}</h3><table id='group-{_esc(column)}'><tr><th>Group</th>"
-            f"<th>Films</th><th>Patients</th><th>NORMAL</th><th>PNEUMONIA</th>{header}</tr>{''.join(rows)}"
+            f"<th>Films</th><th>Patients</th>{classes}{header}{extra}</tr>{''.join(rows)}"
             "</table>"
         )
     bands = ", ".join(name for _, name in AGE_BANDS)
@@ -154,6 +173,49 @@ def _groups_section(groups: dict[str, dict[str, dict]]) -> str:
         "films without a value form the group 'unknown'.</p></section>"
     )
     return "".join(parts)
+
+
+def _class_counts(table: pd.DataFrame) -> list[tuple[str, int]]:
+    """Films per film class present (OTHER split into clear and ambiguous)."""
+    names = film_classes_of(table)
+    ambiguous = ambiguous_of(table)
+    counts = []
+    for name in present_classes(names):
+        mine = (names == name).to_numpy()
+        if not (mine & ambiguous).any():
+            counts.append((name, int(mine.sum())))
+            continue
+        counts.append((f"{name} (clear)", int((mine & ~ambiguous).sum())))
+        counts.append((f"{name} (ambiguous)", int((mine & ambiguous).sum())))
+    return counts
+
+
+def _other_section(other: dict | None, predictor: Predictor) -> str:
+    """The fraction of OTHER films called PNEUMONIA, clear and ambiguous apart, overall and per site."""
+    if not other:
+        return ""
+    called = other["called"]
+    rows = [("All sites", {kind: other.get(kind) for kind in KINDS}), *other["per_site"].items()]
+    body = "".join(
+        f"<tr data-site='{_esc(name)}'><th>{_esc(name)}</th>"
+        + "".join(f"<td>{_esc(with_fraction(entry.get(kind)))}</td>" for kind in KINDS)
+        + "</tr>"
+        for name, entry in rows
+    )
+    trained = (
+        f"This model was trained with {OTHER} films as negatives."
+        if OTHER in predictor.meta.film_classes
+        else f"This model was not trained on {OTHER} films."
+    )
+    return (
+        f"<section id='other'><h2>Other findings: OTHER films called {_esc(called)}</h2>"
+        "<table id='other-findings'><tr><th>Site</th><th>Clear OTHER films</th>"
+        f"<th>Ambiguous OTHER films</th></tr>{body}</table>"
+        f"<p class='note'>Films with another finding (not pneumonia) called {_esc(called)} at the model's "
+        f"threshold, with the {_esc(other['method'])}. Ambiguous films are those marked with an opacity "
+        "(their findings can look like pneumonia). They are not part of the metrics above, which "
+        f"measure the {' and '.join(OUTPUT_CLASSES)} films. {_esc(trained)}</p></section>"
+    )
 
 
 def _plots_section(

@@ -212,6 +212,7 @@ def _model_info(service: InferenceService, max_upload_bytes: int, max_pixels: in
         engine=service.predictor.engine.name,
         heatmaps=service.heatmaps,
         class_names=meta.class_names,
+        film_classes=list(meta.film_classes),
         preprocessing=meta.preprocess.model_dump(),
         threshold=meta.threshold,
         threshold_rule=meta.threshold_rule,

@@ -61,7 +61,10 @@ class ModelInfo(BaseModel):
     architecture_options: dict[str, Any]
     engine: str
     heatmaps: bool = Field(description="whether heatmap=true can return heat maps (torch engine only)")
-    class_names: tuple[str, str]
+    class_names: tuple[str, str] = Field(
+        description="the model's output classes (labels), the positive class (pneumonia) last"
+    )
+    film_classes: list[str] = Field(description="the kinds of film the model was trained on")
     preprocessing: dict[str, Any]
     threshold: float
     threshold_rule: str

@@ -41,12 +41,14 @@ from torch import nn
 
 from pneumoscan.atomic import atomic_write_text
 from pneumoscan.calibration import calibrated, choose_threshold, fit_temperature, ood_scores
+from pneumoscan.classes import present_classes
 from pneumoscan.config import Config
 from pneumoscan.data.datamodule import XrayDataModule
 from pneumoscan.engines.torch_engine import TorchEngine, load_network, network_tensors
 from pneumoscan.errors import DataError, PneumoscanError
 from pneumoscan.evaluation import plots
 from pneumoscan.evaluation.metrics import binary_metrics
+from pneumoscan.evaluation.other import other_metrics
 from pneumoscan.hardware import lightning_precision
 from pneumoscan.model_file import ModelMeta, save_model
 from pneumoscan.model_source import resolve_model
@@ -355,13 +357,19 @@ def _finish(
     metrics: dict[str, Any],
     synthetic: bool,
 ) -> Path:
-    """Calibrate on validation, set the gate's threshold, measure both, write the model file and summary."""
+    """Calibrate on validation, set the gate's threshold, measure both, write the model file and summary.
+
+    The validation films are those the run uses (NORMAL, PNEUMONIA and, unless
+    ``data.ambiguous_other`` is ``negative``, clear OTHER films as negatives); OTHER films are also
+    measured apart (``validation_other``: the fraction called PNEUMONIA).
+    """
     meta = ModelMeta(
         model=config.model,
         preprocess=config.preprocess,
         config=config,
         synthetic_data=synthetic,
         explain=config.explain,
+        film_classes=present_classes(data.rows["train"]["class_name"]),
     )
     predictor = Predictor(TorchEngine(meta, module.net.cpu().float(), config.train.precision))
     val = data.dataset("val")
@@ -370,6 +378,9 @@ def _finish(
     probs = calibrated(logits, temperature)
     threshold, rule = choose_threshold(probs, val.labels, config.calibration, sites=val.sites)
     metrics["validation"] = binary_metrics(val.labels.astype(int), probs, threshold)
+    other = other_metrics(data.rows["val"].assign(predicted=(probs >= threshold).astype(int)))
+    if other is not None:
+        metrics["validation_other"] = other
     gate = None
     if gate_logits is not None:
         negatives = {
