@@ -93,9 +93,8 @@ def evaluate_manifest(
     scored = score_manifest(predictor, frame, data, cache_dir, progress)
     probabilities = calibrated(scored.logits, predictor.meta.temperature)
     threshold = predictor.threshold
-    gate = predictor.meta.gate
     ood = scored.ood if scored.ood is not None else np.full(len(probabilities), np.nan)
-    refused = (ood > gate.threshold) if gate is not None and predictor.refuse else np.zeros(len(ood), bool)
+    refused = scored.refused_by(predictor)
     predictions = with_group_columns(scored.rows, Path(data).name).assign(
         probability=probabilities,
         predicted=(probabilities >= threshold).astype(int),
