@@ -187,9 +187,10 @@ def recalibrate(
         if problem
     ]
     warnings = [f"left out {item}" for item in left_out]
-    if fit.temperature >= TEMPERATURE_RANGE[1]:
+    if fit.temperature >= 0.99 * TEMPERATURE_RANGE[1]:  # the bounded search stops just short of it
         warnings.append(
-            f"the fitted temperature reached its upper bound {TEMPERATURE_RANGE[1]:g}: a degenerate fit, "
+            f"the fitted temperature {fit.temperature:.2f} reached its upper bound {TEMPERATURE_RANGE[1]:g}: "
+            "a degenerate fit, "
             "every probability will be close to 0.5"
         )
     target_result = fit.choice.target

@@ -20,7 +20,7 @@ from pneumoscan.atomic import atomic_write_text
 from pneumoscan.calibration import calibrated
 from pneumoscan.data.manifest import evaluation_split, scan_sources
 from pneumoscan.errors import DataError
-from pneumoscan.evaluation import plots
+from pneumoscan.evaluation import intervals, plots
 from pneumoscan.evaluation.bootstrap import bootstrap_metrics, clusters_of
 from pneumoscan.evaluation.groups import bootstrap_description, group_metrics, with_group_columns
 from pneumoscan.evaluation.metrics import binary_metrics
@@ -85,8 +85,9 @@ def evaluate_manifest(
     """Predict the films of a manifest ``frame`` (described as ``data``) and measure them.
 
     Overall metrics, and per site / view / sex / age band (:mod:`pneumoscan.evaluation.groups`)
-    under ``groups``, with patient-bootstrap intervals; films without a ``site`` column get the
-    name of the ``data`` folder. Films the model's gate refuses (when ``predictor.refuse``) are
+    under ``groups``, with patient-bootstrap intervals; the sensitivity and specificity at the
+    threshold with Clopper-Pearson intervals under ``operating_point``; films without a ``site``
+    column get the name of the ``data`` folder. Films the model's gate refuses (when ``predictor.refuse``) are
     counted (``refused`` in the metrics and a column of the predictions) and left out of the
     metrics, which measure the rest.
     """
@@ -120,4 +121,11 @@ def evaluate_manifest(
         for name, value in bootstrap_metrics(labels, judged_probs, threshold, clusters=clusters).items()
     }
     metrics["groups"] = group_metrics(judged, threshold)
+    metrics["operating_point"] = {
+        "method": intervals.METHOD,
+        **{
+            name: value.as_dict()
+            for name, value in intervals.operating_point(labels, judged_probs, threshold).items()
+        },
+    }
     return Evaluation(predictions, metrics, scored.failures)

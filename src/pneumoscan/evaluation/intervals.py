@@ -87,6 +87,16 @@ class Proportion:
         return f"{self.estimate:.3f} = {self.k}/{self.n} ({self.level:.0%} CI {self.low:.3f}-{self.high:.3f})"
 
 
+def format_operating_point(entry: dict) -> str:
+    """One line from ``evaluate``'s ``operating_point`` metrics: each rate, its interval, the method."""
+    rates = [
+        f"{name} {Proportion(value['k'], value['n'], value['level']).text()}"
+        for name, value in entry.items()
+        if name != "method"
+    ]
+    return f"{', '.join(rates)}; {entry['method']}"
+
+
 def operating_point(
     labels: np.ndarray, probabilities: np.ndarray, threshold: float, level: float = LEVEL
 ) -> dict[str, Proportion]:
