@@ -157,13 +157,38 @@ class TrainConfig(_Section):
     )
 
 
+ThresholdRule = Literal[
+    "fixed",
+    "sensitivity-bound",
+    "sensitivity-point",
+    "specificity-bound",
+    "specificity-point",
+    "youden",
+    "worst-site",
+]
+
+
 class CalibrationConfig(_Section):
-    """Temperature scaling and the operating threshold, both fitted on the validation split."""
+    """Temperature scaling and the operating threshold, both fitted on the validation split.
+
+    The target rules (:func:`pneumoscan.calibration.choose_threshold`): ``*-point`` keeps the
+    sensitivity (specificity) on the fitting films at least at the target; ``*-bound`` keeps its
+    one-sided Clopper-Pearson lower bound at ``confidence`` at least at the target, so that the target
+    holds on new patients of the same site with that confidence.
+    """
 
     temperature_scaling: bool = True
-    threshold_rule: Literal["fixed", "sensitivity", "youden", "worst-site"] = "fixed"
+    threshold_rule: ThresholdRule = "fixed"
     threshold: float = Field(0.5, gt=0, lt=1, description="used by the 'fixed' rule")
-    target_sensitivity: float = Field(0.98, gt=0, le=1, description="used by the 'sensitivity' rule")
+    target_sensitivity: float = Field(0.98, gt=0, le=1, description="used by the 'sensitivity-*' rules")
+    target_specificity: float = Field(0.9, gt=0, le=1, description="used by the 'specificity-*' rules")
+    confidence: float = Field(0.95, ge=0.5, lt=1, description="used by the '*-bound' rules")
+
+    @field_validator("threshold_rule", mode="before")
+    @classmethod
+    def _legacy_rule(cls, value: Any) -> Any:
+        """Files written before the bound rules say "sensitivity" for what is now "sensitivity-point"."""
+        return "sensitivity-point" if value == "sensitivity" else value
 
 
 class ExplainConfig(_Section):

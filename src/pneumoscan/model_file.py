@@ -69,15 +69,26 @@ class CalibrationRecord(BaseModel):
     new: OperatingPoint
     metrics_before: dict[str, float | None] = Field(default_factory=dict)  # on the same films
     metrics_after: dict[str, float | None] = Field(default_factory=dict)
+    # The threshold rule and, for a target rule, its target, its confidence (None: the point rule)
+    # and the one-sided Clopper-Pearson lower bound of the targeted metric reached on these films;
+    # counts: tp/fn/tn/fp at the new threshold.  Records written before these fields read empty.
+    rule: str = ""
+    target: float | None = None
+    confidence: float | None = None
+    bound: float | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+    refused: int = 0  # films the model's gate refused, left out
+    forced: bool = False  # written with --force although the films could not support it
 
     def summary(self) -> str:
         """One line: when, on what, and what changed."""
         films = ", ".join(f"{count} {name}" for name, count in self.films.items())
         old, new = self.previous, self.new
+        forced = "; FORCED although the films could not support it" if self.forced else ""
         return (
             f"{self.date}: {', '.join(self.sites)} ({films}; split {self.split}; "
             f"sha256 {self.content_hash[:12]}): temperature {old.temperature:.3f} -> {new.temperature:.3f}, "
-            f"threshold {old.threshold:.3f} -> {new.threshold:.3f} ({new.threshold_rule})"
+            f"threshold {old.threshold:.3f} -> {new.threshold:.3f} ({new.threshold_rule}{forced})"
         )
 
 

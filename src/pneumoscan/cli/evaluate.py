@@ -47,6 +47,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pneumoscan.evaluation.evaluate import evaluate
     from pneumoscan.evaluation.groups import format_groups
+    from pneumoscan.evaluation.intervals import format_operating_point
     from pneumoscan.evaluation.metrics import format_report
     from pneumoscan.evaluation.other import format_other
     from pneumoscan.predict import Predictor
@@ -54,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor.load(args.model, args.engine)
     result = evaluate(predictor, data_sources(args), args.split, progress=not args.quiet, boxes=args.boxes)
     print(format_report(result.metrics))
+    point = format_operating_point(result.metrics["operating_point"])
+    print(f"at threshold {result.metrics['threshold']:.3f}: {point}")
     print(f"\nper group, with 95% {result.metrics['bootstrap']['unit']}-bootstrap intervals")
     print(format_groups(result.metrics["groups"]))
     if result.localisation is not None:

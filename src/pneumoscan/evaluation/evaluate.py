@@ -26,7 +26,7 @@ from pneumoscan.classes import binary_films
 from pneumoscan.data.boxes_csv import read_boxes_csv
 from pneumoscan.data.manifest import evaluation_split, scan_sources
 from pneumoscan.errors import DataError
-from pneumoscan.evaluation import plots
+from pneumoscan.evaluation import intervals, plots
 from pneumoscan.evaluation.bootstrap import bootstrap_metrics, clusters_of
 from pneumoscan.evaluation.groups import bootstrap_description, group_metrics, with_group_columns
 from pneumoscan.evaluation.metrics import binary_metrics
@@ -128,8 +128,9 @@ def evaluate_manifest(
     """Predict the films of a manifest ``frame`` (described as ``data``) and measure them.
 
     Overall metrics, and per site / view / sex / age band (:mod:`pneumoscan.evaluation.groups`)
-    under ``groups``, with patient-bootstrap intervals; films without a ``site`` column get the
-    name of the ``data`` folder. Films the model's gate refuses (when ``predictor.refuse``) are
+    under ``groups``, with patient-bootstrap intervals; the sensitivity and specificity at the
+    threshold with Clopper-Pearson intervals under ``operating_point``; films without a ``site``
+    column get the name of the ``data`` folder. Films the model's gate refuses (when ``predictor.refuse``) are
     counted (``refused`` in the metrics and a column of the predictions) and left out of the
     metrics, which measure the rest. The headline metrics measure the NORMAL and PNEUMONIA films;
     OTHER films are measured apart (``other``: the fraction called PNEUMONIA).
@@ -137,9 +138,8 @@ def evaluate_manifest(
     scored = score_manifest(predictor, frame, data, cache_dir, progress)
     probabilities = calibrated(scored.logits, predictor.meta.temperature)
     threshold = predictor.threshold
-    gate = predictor.meta.gate
     ood = scored.ood if scored.ood is not None else np.full(len(probabilities), np.nan)
-    refused = (ood > gate.threshold) if gate is not None and predictor.refuse else np.zeros(len(ood), bool)
+    refused = scored.refused_by(predictor)
     predictions = with_group_columns(scored.rows, Path(data).name).assign(
         probability=probabilities,
         predicted=(probabilities >= threshold).astype(int),
@@ -169,4 +169,11 @@ def evaluate_manifest(
     }
     metrics["groups"] = group_metrics(judged, threshold)
     metrics["other"] = other_metrics(judged)
+    metrics["operating_point"] = {
+        "method": intervals.METHOD,
+        **{
+            name: value.as_dict()
+            for name, value in intervals.operating_point(labels, judged_probs, threshold).items()
+        },
+    }
     return Evaluation(predictions, metrics, scored.failures)

@@ -35,6 +35,7 @@ from pneumoscan.evaluation.bootstrap import (
 )
 from pneumoscan.evaluation.evaluate import Evaluation
 from pneumoscan.evaluation.groups import AGE_BANDS, HEADLINE, MIN_FILMS, with_interval
+from pneumoscan.evaluation.intervals import Proportion
 from pneumoscan.evaluation.other import KINDS, with_fraction
 from pneumoscan.predict import Predictor
 
@@ -71,7 +72,11 @@ def _page(evaluation: Evaluation, predictor: Predictor) -> str:
     sections = [_summary(evaluation, predictor)]
     if len(table):
         groups = evaluation.metrics.get("groups", {})
-        sections += [_metrics_section(table, threshold), _groups_section(groups)]
+        sections += [
+            _metrics_section(table, threshold),
+            _operating_point_section(evaluation, predictor),
+            _groups_section(groups),
+        ]
     sections.append(_other_section(evaluation.metrics.get("other"), predictor))
     if len(table):
         sections += [
@@ -133,6 +138,39 @@ def _metrics_section(table: pd.DataFrame, threshold: float) -> str:
         f"<tr><th>Metric</th><th>Value</th><th>95% CI</th></tr>{rows}</table>"
         f"<p class='note'>95% confidence intervals: percentile bootstrap, {RESAMPLES} resamples of "
         f"{_esc(unit)} (seed 0).</p></section>"
+    )
+
+
+def _operating_point_section(evaluation: Evaluation, predictor: Predictor) -> str:
+    entry = evaluation.metrics.get("operating_point", {})
+    rates = {name: Proportion(v["k"], v["n"], v["level"]) for name, v in entry.items() if name != "method"}
+    if not rates:
+        return ""
+    rows = "".join(
+        f"<tr data-rate='{name}'><th>{_esc(name.capitalize())}</th><td>{value.k} / {value.n}</td>"
+        f"<td>{_num(value.estimate)}</td><td>{_num(value.low)} &ndash; {_num(value.high)}</td></tr>"
+        for name, value in rates.items()
+    )
+    history = predictor.meta.calibration_history
+    record = history[-1] if history else None
+    claim = ""
+    if record is not None and record.target is not None and record.rule:
+        metric = record.rule.split("-")[0]
+        how = (
+            f"its {record.confidence:.0%} lower confidence bound reached {record.bound:.3f}"
+            if record.confidence is not None and record.bound is not None
+            else "on those films (point rule: no guarantee on new patients)"
+        )
+        claim = (
+            f"<p class='note' id='calibration-target'>Calibrated ({_esc(record.date)}) for {metric} &ge; "
+            f"{record.target:g} on {sum(record.films.values())} films of {_esc(', '.join(record.sites))}: "
+            f"{_esc(how)}{'; written with --force' if record.forced else ''}.</p>"
+        )
+    return (
+        f"<section><h2>Operating point</h2><table id='operating-point'><tr><th>Rate</th><th>Films right</th>"
+        f"<th>Value</th><th>95% CI</th></tr>{rows}</table>{claim}"
+        f"<p class='note'>95% intervals: {_esc(entry['method'])}; the patient-bootstrap intervals above "
+        "allow for several films of one patient.</p></section>"
     )
 
 

@@ -376,7 +376,8 @@ def _finish(
     logits, gate_logits = predictor.outputs(np.asarray(val.pixels))
     temperature = fit_temperature(logits, val.labels) if config.calibration.temperature_scaling else 1.0
     probs = calibrated(logits, temperature)
-    threshold, rule = choose_threshold(probs, val.labels, config.calibration, sites=val.sites)
+    choice = choose_threshold(probs, val.labels, config.calibration, sites=val.sites)
+    threshold = choice.threshold
     metrics["validation"] = binary_metrics(val.labels.astype(int), probs, threshold)
     other = other_metrics(data.rows["val"].assign(predicted=(probs >= threshold).astype(int)))
     if other is not None:
@@ -395,7 +396,7 @@ def _finish(
     meta = meta.model_copy(
         update={
             "threshold": threshold,
-            "threshold_rule": rule,
+            "threshold_rule": choice.rule,
             "temperature": temperature,
             "metrics": metrics,
             "gate": gate,
