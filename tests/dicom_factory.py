@@ -18,14 +18,33 @@ DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Stora
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
+TYPE2_PATIENT_STUDY = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyID",
+    "ReferringPhysicianName",
+)
+"""Type 2 patient and study attributes that anonymised films often lack altogether."""
+
+
 def _base_dataset(header: Mapping[str, object] | None = None) -> Dataset:
+    """A DX dataset with ``header`` applied by keyword; a value of None removes the attribute."""
     dataset = Dataset()
     dataset.file_meta = FileMetaDataset()
     dataset.SOPClassUID = DX_FOR_PRESENTATION
     dataset.Modality = "DX"
     dataset.PatientID = "TEST"
     for keyword, value in (header or {}).items():
-        setattr(dataset, keyword, value)
+        if value is None:
+            if keyword in dataset:
+                delattr(dataset, keyword)
+        else:
+            setattr(dataset, keyword, value)
     return dataset
 
 
@@ -50,6 +69,15 @@ def study_header(study_uid: str, instance_number: int, **extra: object) -> dict[
     }
 
 
+def anonymised_header(
+    study_uid: str, instance_number: int, keep: tuple[str, ...] = (), **extra: object
+) -> dict[str, object]:
+    """:func:`study_header` as anonymisers write it: the Type 2 patient and study attributes are absent
+    (not empty), except those named in ``keep``."""
+    dropped = {keyword: None for keyword in TYPE2_PATIENT_STUDY if keyword not in keep}
+    return {**study_header(study_uid, instance_number), **dropped, **extra}
+
+
 def write_dicom(
     path: str | os.PathLike[str],
     pixels: np.ndarray,
@@ -67,7 +95,7 @@ def write_dicom(
 
     ``window`` is (centre, width); ``frames`` > 1 repeats the image as a multi-frame file;
     ``with_pixels=False`` keeps the image header but drops the Pixel Data element; ``header`` sets
-    further attributes by keyword (e.g. ``{"Modality": "CT"}`` or :func:`study_header`).
+    further attributes by keyword (e.g. ``{"Modality": "CT"}`` or :func:`study_header`; None removes one).
     """
     dataset = _base_dataset(header)
     array = np.stack([pixels] * frames) if frames > 1 else pixels

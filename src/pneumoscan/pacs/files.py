@@ -38,7 +38,7 @@ def write_dicom_results(
                 from pneumoscan.explain import explain_file
 
                 overlay = explain_file(predictor, prediction.path).overlay
-                objects.append(heatmap_sc(header, overlay, predictor.meta))
+                objects.append(heatmap_sc(header, overlay, predictor.meta, prediction.path))
         except PneumoscanError as exc:
             skipped.append(str(exc))
             continue

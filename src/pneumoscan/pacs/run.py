@@ -116,7 +116,7 @@ def _predict_instance(
         full = read_image_bytes(data, name, accept_refused=True)
         explanation = explain_image(predictor, full, name, model_image=image)
         prediction = explanation.prediction
-        capture = heatmap_sc(header, explanation.overlay, predictor.meta)
+        capture = heatmap_sc(header, explanation.overlay, predictor.meta, name)
     else:
         prediction = predictor.predict_images([image], [name])[0]
     objects = {"SR": result_sr(header, prediction, predictor.meta)} if "SR" in kinds else {}
