@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.pixels import set_pixel_data
-from pydicom.uid import UID, generate_uid
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, generate_uid
 
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
 
@@ -127,4 +131,33 @@ def write_compressed_dicom(
     dataset.PixelData = encapsulate([payload])
     dataset["PixelData"].VR = "OB"
     dataset.save_as(path, enforce_file_format=True)
+    return Path(path)
+
+
+def write_deflated_dicom(path: str | os.PathLike[str], pixels: np.ndarray, padding_mib: int = 0) -> Path:
+    """Write 8-bit ``pixels`` as Deflated Explicit VR Little Endian, followed by ``padding_mib`` MiB of
+    zeros in Data Set Trailing Padding (FFFC,FFFC): a valid film that inflates to any size.
+
+    The zeros are deflated once per MiB after a full flush, so the identical pieces are repeated
+    instead of compressed (a GiB of padding takes a fraction of a second and about 1 MB on disk).
+    """
+    dataset = _base_dataset()
+    set_pixel_data(dataset, pixels, "MONOCHROME2", 8)
+    dataset.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+    dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    body = DicomBytesIO()
+    body.is_little_endian, body.is_implicit_VR = True, False
+    write_dataset(body, dataset)
+    if padding_mib:
+        body.write(struct.pack("<HH2sHI", 0xFFFC, 0xFFFC, b"OB", 0, padding_mib * 2**20))
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    pieces = [deflater.compress(body.getvalue()), deflater.flush(zlib.Z_FULL_FLUSH)]
+    if padding_mib:
+        pieces.append((deflater.compress(bytes(2**20)) + deflater.flush(zlib.Z_FULL_FLUSH)) * padding_mib)
+    pieces.append(deflater.flush())
+    meta = DicomBytesIO()
+    meta.is_little_endian, meta.is_implicit_VR = True, False
+    write_file_meta_info(meta, dataset.file_meta)
+    Path(path).write_bytes(b"\0" * 128 + b"DICM" + meta.getvalue() + b"".join(pieces))
     return Path(path)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import os
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-from dicom_factory import write_compressed_dicom, write_dicom
+from dicom_factory import write_compressed_dicom, write_deflated_dicom, write_dicom
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels import convert_color_space, get_decoder
@@ -303,6 +304,30 @@ def test_dicom_with_corrupt_compressed_data_refused(tmp_path: Path) -> None:
     message = refused(path)
     if get_decoder(JPEG2000Lossless).is_available:
         assert "cannot be decoded" in message
+
+
+def test_deflated_dicom_is_read(tmp_path: Path) -> None:
+    array = gradient()
+    path = write_deflated_dicom(tmp_path / "deflated.dcm", array, padding_mib=2)
+    np.testing.assert_allclose(read_image(path).pixels, array / 255.0, atol=1e-6)
+    assert decoded_size(path.read_bytes()) == (64, 48)
+
+
+def test_deflate_bomb_refused_before_it_is_inflated(tmp_path: Path) -> None:
+    """A few kB of deflate that inflate beyond any image the cap allows: measured, never held."""
+    max_pixels = 64 * 48
+    limit = imageio.max_dataset_bytes(max_pixels)
+    bomb = write_deflated_dicom(tmp_path / "bomb.dcm", gradient(), padding_mib=limit // 2**20 + 8)
+    assert bomb.stat().st_size < 2**20
+    tracemalloc.start()
+    try:
+        message = refused(bomb, max_pixels=max_pixels)
+        assert decoded_size(bomb.read_bytes(), max_pixels=max_pixels) == (0, 0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "deflated DICOM data set inflates to over" in message and "re-export it uncompressed" in message
+    assert peak < limit / 4
 
 
 def test_large_dicom_refused_before_decoding(tmp_path: Path) -> None:

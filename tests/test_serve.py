@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import served_on_loopback
-from dicom_factory import write_dicom
+from dicom_factory import write_deflated_dicom, write_dicom
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -187,6 +187,25 @@ def test_too_many_pixels_is_413(predictor: Predictor) -> None:
         response = post(client, ("big.png", encode(film(), "PNG")))
     assert response.status_code == 413
     assert "96x96 pixels, above the 5000-pixel limit" in response.json()["detail"]
+
+
+def test_deflate_bomb_is_413_without_inflating_it(predictor: Predictor, tmp_path: Path) -> None:
+    import tracemalloc
+
+    from pneumoscan.data.imageio import max_dataset_bytes
+
+    limit = max_dataset_bytes(5000)
+    bomb = write_deflated_dicom(tmp_path / "bomb.dcm", film(), padding_mib=limit // 2**20 + 8).read_bytes()
+    with TestClient(create_app(predictor, max_pixels=5000)) as client:
+        tracemalloc.start()
+        try:
+            response = post(client, ("bomb.dcm", bomb))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert response.status_code == 413
+    assert "deflated DICOM data set inflates to over" in response.json()["detail"]
+    assert peak < limit / 4
 
 
 def test_oversize_upload_is_413(predictor: Predictor) -> None:

@@ -36,7 +36,9 @@ def read_regular_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
         size = os.fstat(fd).st_size
         if size > max_bytes:
             raise FileTooLargeError(size, max_bytes)
-        data = handle.read(max_bytes + 1)  # the file may have grown since fstat
+        data = handle.read(size + 1)  # a read of the limit would allocate the limit, whatever the size
+        if len(data) > size:  # the file has grown since fstat
+            data += handle.read(max_bytes + 1 - len(data))
     if len(data) > max_bytes:
         raise FileTooLargeError(len(data), max_bytes)
     return data

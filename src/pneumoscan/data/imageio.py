@@ -17,7 +17,10 @@ data by its own minimum and maximum. MONOCHROME1, and a Presentation LUT Shape o
 inverted to look like MONOCHROME2. Multi-frame files, files without pixel data and compressed transfer
 syntaxes with no installed decoder are refused; JPEG Lossless, JPEG 2000 and RLE decode through the
 pylibjpeg plugins of the ``pneumoscan[dicom]`` extra. A compressed frame is measured from
-its own codestream header (not only the DICOM header) before it is decoded.
+its own codestream header (not only the DICOM header) before it is decoded. A Deflated Explicit VR
+Little Endian data set is measured while it is inflated, in small pieces and without keeping them, and
+refused when it would inflate beyond :func:`max_dataset_bytes` (a few hundred bytes of deflate can
+claim a gigabyte); only then does pydicom inflate it.
 
 Files: only regular files up to :data:`MAX_FILE_BYTES` are read (never a FIFO or a device). JPEGs whose
 entropy-coded data is cut short (even when an end-of-image marker was appended, which libjpeg would
@@ -35,6 +38,7 @@ import io
 import os
 import struct
 import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +49,10 @@ import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
-from pydicom.filereader import read_file_meta_info
+from pydicom.filereader import _read_file_meta_info, read_file_meta_info, read_preamble
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -75,6 +80,10 @@ SUPPORTED_SUFFIXES: frozenset[str] = frozenset(suffix for suffixes in FORMATS.va
 MAX_PIXELS: int = 50_000_000
 MAX_FILE_BYTES: int = 512 * 2**20
 """Largest image file read (a 50-megapixel 16-bit DICOM is 100 MB)."""
+MAX_BYTES_PER_PIXEL: int = 6
+"""Widest pixel data decoded: 16-bit RGB."""
+DICOM_HEADER_ALLOWANCE: int = 16 * 2**20
+"""Room for the non-pixel part of an inflated DICOM data set (real headers take kilobytes)."""
 
 _HINT = "pass a JPEG, PNG or DICOM file"
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601
@@ -84,6 +93,7 @@ _MAX_DETAIL = 160  # characters of a library's own error message quoted in ours
 # libjpeg warnings that mean image data is missing or garbled (libjpeg pads such images with grey)
 _JPEG_DAMAGE = ("premature end of data segment", "bad huffman code", "instead of rst")
 _J2K_START = b"\xff\x4f\xff\x51"  # JPEG 2000 codestream: SOC, then the SIZ marker with the size
+_INFLATE_PIECE = 2**20  # bytes inflated at a time while a deflated DICOM data set is measured
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC} | {0xF7}  # JPEG SOFn and JPEG-LS SOF55
 
 
@@ -187,25 +197,27 @@ def read_image_bytes(
     if not data:
         raise _error(name, f"file is empty; {_HINT}")
     if data[128:132] == b"DICM":
-        return _decode_dicom(_read_dicom(data, name), name, max_pixels, accept_refused)
+        return _decode_dicom(_read_dicom(data, name, max_pixels), name, max_pixels, accept_refused)
     image = _open_with_pillow(data, name)
     if image is not None:
         return _decode_pillow(image, data, name, max_pixels, min_side)
-    dataset = _read_headerless_dicom(data)
+    dataset = _read_headerless_dicom(data, name, max_pixels)
     if dataset is not None:
         return _decode_dicom(dataset, name, max_pixels, accept_refused)
     raise _error(name, f"not a readable image (cannot identify image file); {_HINT}", UnsupportedImageError)
 
 
-def decoded_size(data: bytes, *, min_side: int | None = None) -> tuple[int, int]:
+def decoded_size(
+    data: bytes, *, min_side: int | None = None, max_pixels: int = MAX_PIXELS
+) -> tuple[int, int]:
     """``(width, height)`` that :func:`read_image_bytes` would decode ``data`` to, read from headers only.
 
     Cheap (no pixel data is decoded), for budgets over several images; ``(0, 0)`` when ``data`` is
-    not an image that can be measured this way (decoding it then reports why).
+    not an image that can be measured this way (decoding it with ``max_pixels`` then reports why).
     """
     try:
         if data[128:132] == b"DICM":
-            dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            dataset = _read_dicom(data, "", max_pixels, stop_before_pixels=True)
             return int(dataset.Columns), int(dataset.Rows)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -215,6 +227,11 @@ def decoded_size(data: bytes, *, min_side: int | None = None) -> tuple[int, int]
         return image.size
     except Exception:  # unreadable headers are reported when the image is decoded
         return 0, 0
+
+
+def max_dataset_bytes(max_pixels: int = MAX_PIXELS) -> int:
+    """The most bytes a deflated DICOM data set may inflate to for images of up to ``max_pixels``."""
+    return max_pixels * MAX_BYTES_PER_PIXEL + DICOM_HEADER_ALLOWANCE
 
 
 def _error(name: str, text: str, kind: type[ImageReadError] = ImageReadError) -> ImageReadError:
@@ -379,17 +396,41 @@ def _finish(pixels: np.ndarray) -> np.ndarray:
 # --- DICOM ------------------------------------------------------------------------------------------
 
 
-def _read_dicom(data: bytes, name: str) -> Dataset:
+def read_dicom_header(path: str | os.PathLike[str]) -> Dataset:
+    """The header (everything but the pixel data) of the DICOM file at ``path``, preamble or not.
+
+    Raises :class:`~pneumoscan.errors.ImageReadError` naming the file when it cannot be read, is no
+    DICOM file (:class:`~pneumoscan.errors.UnsupportedImageError`) or is damaged.
+    """
+    name = os.fspath(path)
+    return read_dicom_header_bytes(_read_file(name), name)
+
+
+def read_dicom_header_bytes(data: bytes, name: str) -> Dataset:
+    """:func:`read_dicom_header` of a file held in memory; ``name`` is only used in error messages."""
+    if data[128:132] == b"DICM":
+        return _read_dicom(data, name, MAX_PIXELS, stop_before_pixels=True)
+    dataset = _read_headerless_dicom(data, name, MAX_PIXELS, stop_before_pixels=True)
+    if dataset is None:
+        raise _error(name, "not a DICOM file", UnsupportedImageError)
+    return dataset
+
+
+def _read_dicom(data: bytes, name: str, max_pixels: int, *, stop_before_pixels: bool = False) -> Dataset:
+    _check_inflated_size(data, name, max_pixels)
     try:
-        return pydicom.dcmread(io.BytesIO(data))
+        return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels)
     except Exception as exc:  # pydicom reports damaged files with many exception types
         raise _error(name, f"DICOM file is damaged ({_detail(exc)}); re-export it") from exc
 
 
-def _read_headerless_dicom(data: bytes) -> Dataset | None:
+def _read_headerless_dicom(
+    data: bytes, name: str, max_pixels: int, *, stop_before_pixels: bool = False
+) -> Dataset | None:
     """A DICOM dataset written without the 128-byte preamble, or None if ``data`` is not one."""
+    _check_inflated_size(data, name, max_pixels)
     try:
-        dataset = pydicom.dcmread(io.BytesIO(data), force=True)
+        dataset = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=stop_before_pixels)
     except Exception:  # forced parsing of a non-DICOM file fails in arbitrary ways
         return None
     if "PixelData" not in dataset and "SOPClassUID" not in dataset:
@@ -399,6 +440,41 @@ def _read_headerless_dicom(data: bytes) -> Dataset | None:
         explicit = ExplicitVRLittleEndian if little_endian else ExplicitVRBigEndian
         dataset.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else explicit
     return dataset
+
+
+def _check_inflated_size(data: bytes, name: str, max_pixels: int) -> None:
+    """Refuse a deflated data set that would inflate beyond :func:`max_dataset_bytes`.
+
+    pydicom inflates the whole data set at once, whatever its size; here it is inflated in
+    :data:`_INFLATE_PIECE` pieces that are counted and dropped. Damaged files pass (pydicom reports them).
+    """
+    fileobj = io.BytesIO(data)
+    try:
+        read_preamble(fileobj, force=True)
+        syntax = _read_file_meta_info(fileobj).get("TransferSyntaxUID")
+    except Exception:  # no readable file meta information: pydicom reports it, or guesses the encoding
+        return
+    if syntax != DeflatedExplicitVRLittleEndian:
+        return
+    limit = max_dataset_bytes(max_pixels)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    stream = memoryview(data)[fileobj.tell() :]
+    inflated = 0
+    for start in range(0, len(stream), _INFLATE_PIECE):
+        pending: bytes | memoryview = stream[start : start + _INFLATE_PIECE]
+        while pending and not inflater.eof:
+            try:
+                inflated += len(inflater.decompress(pending, _INFLATE_PIECE))
+            except zlib.error:
+                return
+            if inflated > limit:
+                raise _error(
+                    name,
+                    f"deflated DICOM data set inflates to over {limit / 2**20:.0f} MiB, more than an image "
+                    f"of up to {max_pixels} pixels needs; re-export it uncompressed",
+                    ImageTooLargeError,
+                )
+            pending = inflater.unconsumed_tail
 
 
 CHEST_MODALITIES = ("CR", "DX", "DR")

@@ -11,14 +11,12 @@ SR that says it was not judged, and no heat map.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import pydicom
 from pydicom.dataset import Dataset
 
-from pneumoscan.data.imageio import dicom_refusals
+from pneumoscan.data.imageio import dicom_refusals, read_dicom_header_bytes
 from pneumoscan.errors import PneumoscanError
 from pneumoscan.pacs.archive import Archive
 from pneumoscan.pacs.results import (
@@ -105,7 +103,7 @@ def _predict_instance(
 
     A film the model refuses gets no heat map (its SR says it was not judged).
     """
-    header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    header = read_dicom_header_bytes(data, name)
     check_source(header, name)
     image = read_bytes_for_model(data, name, predictor.meta.preprocess)
     capture = None
