@@ -94,12 +94,15 @@ def write_dicom(
     frames: int = 1,
     with_pixels: bool = True,
     header: Mapping[str, object] | None = None,
+    preamble: bool = True,
 ) -> Path:
     """Write ``pixels`` (uint8/uint16/int16, 2-D, or rows x columns x 3 for RGB/YBR) as a DICOM file.
 
     ``window`` is (centre, width); ``frames`` > 1 repeats the image as a multi-frame file;
     ``with_pixels=False`` keeps the image header but drops the Pixel Data element; ``header`` sets
     further attributes by keyword (e.g. ``{"Modality": "CT"}`` or :func:`study_header`; None removes one).
+    ``preamble=False`` writes a bare implicit VR data set as old PACS exports do: no 128-byte preamble,
+    no ``DICM`` marker, no file meta information.
     """
     dataset = _base_dataset(header)
     array = np.stack([pixels] * frames) if frames > 1 else pixels
@@ -111,7 +114,11 @@ def write_dicom(
         dataset.WindowCenter, dataset.WindowWidth = window
     if not with_pixels:
         del dataset.PixelData
-    dataset.save_as(path, enforce_file_format=True)
+    if preamble:
+        dataset.save_as(path, enforce_file_format=True)
+    else:
+        del dataset.file_meta
+        dataset.save_as(path, implicit_vr=True, little_endian=True)
     return Path(path)
 
 

@@ -427,6 +427,17 @@ def test_each_request_has_a_pixel_budget(predictor: Predictor) -> None:
     assert "over this server's budget of 0.02 million per request" in response.json()["detail"]
 
 
+def test_dicom_without_preamble_counts_in_the_pixel_budget(predictor: Predictor, tmp_path: Path) -> None:
+    pixels = (film() * 16).astype(np.uint16)  # 96 x 96 = 9216 pixels
+    bare = write_dicom(tmp_path / "bare", pixels, bits_stored=12, preamble=False).read_bytes()
+    assert bare[128:132] != b"DICM"
+    with TestClient(create_app(predictor, max_request_pixels=20_000)) as client:
+        assert post(client, ("a", bare), ("b", bare)).status_code == 200
+        response = post(client, ("a", bare), ("b", bare), ("c", bare))
+    assert response.status_code == 413
+    assert "over this server's budget of 0.02 million per request" in response.json()["detail"]
+
+
 def test_cut_jpeg_is_refused_by_the_server_too(client: TestClient) -> None:
     noise = np.random.default_rng(0).integers(0, 256, (256, 256), dtype=np.uint8)
     data = encode(noise, "JPEG")

@@ -196,15 +196,15 @@ def read_image_bytes(
     """Decode an image held in memory (e.g. a web upload); ``name`` is only used in error messages."""
     if not data:
         raise _error(name, f"file is empty; {_HINT}")
-    if data[128:132] == b"DICM":
-        return _decode_dicom(_read_dicom(data, name, max_pixels), name, max_pixels, accept_refused)
-    image = _open_with_pillow(data, name)
+    image = None if _has_preamble(data) else _open_with_pillow(data, name)
     if image is not None:
         return _decode_pillow(image, data, name, max_pixels, min_side)
-    dataset = _read_headerless_dicom(data, name, max_pixels)
-    if dataset is not None:
-        return _decode_dicom(dataset, name, max_pixels, accept_refused)
-    raise _error(name, f"not a readable image (cannot identify image file); {_HINT}", UnsupportedImageError)
+    dataset = _dicom_dataset(data, name, max_pixels)
+    if dataset is None:
+        raise _error(
+            name, f"not a readable image (cannot identify image file); {_HINT}", UnsupportedImageError
+        )
+    return _decode_dicom(dataset, name, max_pixels, accept_refused)
 
 
 def decoded_size(
@@ -216,16 +216,21 @@ def decoded_size(
     not an image that can be measured this way (decoding it with ``max_pixels`` then reports why).
     """
     try:
-        if data[128:132] == b"DICM":
-            dataset = _read_dicom(data, "", max_pixels, stop_before_pixels=True)
-            return int(dataset.Columns), int(dataset.Rows)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-        if min_side is not None and image.format == "JPEG":
-            image.draft(image.mode, (min_side, min_side))
-        return image.size
+        if not _has_preamble(data):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(data))
+            if min_side is not None and image.format == "JPEG":
+                image.draft(image.mode, (min_side, min_side))
+            return image.size
+    except UnidentifiedImageError:
+        pass  # perhaps DICOM without the preamble
     except Exception:  # unreadable headers are reported when the image is decoded
+        return 0, 0
+    try:
+        dataset = _dicom_dataset(data, "", max_pixels, stop_before_pixels=True)
+        return (0, 0) if dataset is None else (int(dataset.Columns), int(dataset.Rows))
+    except Exception:
         return 0, 0
 
 
@@ -408,12 +413,28 @@ def read_dicom_header(path: str | os.PathLike[str]) -> Dataset:
 
 def read_dicom_header_bytes(data: bytes, name: str) -> Dataset:
     """:func:`read_dicom_header` of a file held in memory; ``name`` is only used in error messages."""
-    if data[128:132] == b"DICM":
-        return _read_dicom(data, name, MAX_PIXELS, stop_before_pixels=True)
-    dataset = _read_headerless_dicom(data, name, MAX_PIXELS, stop_before_pixels=True)
+    dataset = _dicom_dataset(data, name, MAX_PIXELS, stop_before_pixels=True)
     if dataset is None:
         raise _error(name, "not a DICOM file", UnsupportedImageError)
     return dataset
+
+
+def _has_preamble(data: bytes) -> bool:
+    """Whether ``data`` starts like a DICOM file written by the standard (``DICM`` at byte 128)."""
+    return data[128:132] == b"DICM"
+
+
+def _dicom_dataset(
+    data: bytes, name: str, max_pixels: int, *, stop_before_pixels: bool = False
+) -> Dataset | None:
+    """The DICOM data set in ``data``, or None when it is none: the one test of "is this DICOM".
+
+    A file with the preamble is DICOM (damaged: ImageReadError); one without it is when pydicom
+    parses an image's data set out of it. Callers try Pillow first on files without the preamble.
+    """
+    if _has_preamble(data):
+        return _read_dicom(data, name, max_pixels, stop_before_pixels=stop_before_pixels)
+    return _read_headerless_dicom(data, name, max_pixels, stop_before_pixels=stop_before_pixels)
 
 
 def _read_dicom(data: bytes, name: str, max_pixels: int, *, stop_before_pixels: bool = False) -> Dataset:
@@ -433,7 +454,7 @@ def _read_headerless_dicom(
         dataset = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=stop_before_pixels)
     except Exception:  # forced parsing of a non-DICOM file fails in arbitrary ways
         return None
-    if "PixelData" not in dataset and "SOPClassUID" not in dataset:
+    if not {"PixelData", "SOPClassUID", "Rows"} & set(dataset.dir()):
         return None
     if "TransferSyntaxUID" not in dataset.file_meta:  # record the encoding pydicom found while parsing
         implicit, little_endian = dataset.original_encoding
@@ -442,23 +463,30 @@ def _read_headerless_dicom(
     return dataset
 
 
+def _file_meta(data: bytes) -> tuple[Dataset, int]:
+    """The file meta information of ``data`` (preamble or not; empty when it has none) and the offset
+    where the data set after it starts."""
+    fileobj = io.BytesIO(data)
+    read_preamble(fileobj, force=True)
+    meta = _read_file_meta_info(fileobj)
+    return meta, fileobj.tell()
+
+
 def _check_inflated_size(data: bytes, name: str, max_pixels: int) -> None:
     """Refuse a deflated data set that would inflate beyond :func:`max_dataset_bytes`.
 
     pydicom inflates the whole data set at once, whatever its size; here it is inflated in
     :data:`_INFLATE_PIECE` pieces that are counted and dropped. Damaged files pass (pydicom reports them).
     """
-    fileobj = io.BytesIO(data)
     try:
-        read_preamble(fileobj, force=True)
-        syntax = _read_file_meta_info(fileobj).get("TransferSyntaxUID")
+        meta, start = _file_meta(data)
     except Exception:  # no readable file meta information: pydicom reports it, or guesses the encoding
         return
-    if syntax != DeflatedExplicitVRLittleEndian:
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
         return
     limit = max_dataset_bytes(max_pixels)
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    stream = memoryview(data)[fileobj.tell() :]
+    stream = memoryview(data)[start:]
     inflated = 0
     for start in range(0, len(stream), _INFLATE_PIECE):
         pending: bytes | memoryview = stream[start : start + _INFLATE_PIECE]
