@@ -49,7 +49,7 @@ import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
-from pydicom.filereader import _read_file_meta_info, read_file_meta_info, read_preamble
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -93,6 +93,7 @@ _MAX_DETAIL = 160  # characters of a library's own error message quoted in ours
 # libjpeg warnings that mean image data is missing or garbled (libjpeg pads such images with grey)
 _JPEG_DAMAGE = ("premature end of data segment", "bad huffman code", "instead of rst")
 _J2K_START = b"\xff\x4f\xff\x51"  # JPEG 2000 codestream: SOC, then the SIZ marker with the size
+_SNIFF_BYTES = 2**20  # bytes a folder scan reads of a file without a known suffix to tell DICOM
 _INFLATE_PIECE = 2**20  # bytes inflated at a time while a deflated DICOM data set is measured
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC} | {0xF7}  # JPEG SOFn and JPEG-LS SOF55
 
@@ -119,7 +120,8 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
 
     Hidden files are skipped because archives made on macOS carry ``._name.jpeg`` resource forks.
     Files with any other name are looked into: PACS exports and DICOMDIR media name their films
-    ``IM000001`` or after their UID (``1.2.840....3``), so a DICOM image is found by its content.
+    ``IM000001`` or after their UID (``1.2.840....3``), so a DICOM image is found by its content,
+    with or without the 128-byte preamble, as :func:`read_image` tells it.
     """
     name = Path(path).name
     if name.startswith("."):
@@ -128,9 +130,20 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
 
 
 def _is_dicom_image_file(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` starts like a DICOM file (``DICM`` at byte 128) and is not a DICOMDIR index."""
+    """Whether the start of ``path`` is a DICOM file (as :func:`read_image` tells) but no DICOMDIR index.
+
+    Only the first :data:`_SNIFF_BYTES` are read: the file meta information of a file with the
+    preamble, the header of one without it.
+    """
     try:
-        meta = read_file_meta_info(path)  # reads the 132-byte preamble first, refusing non-DICOM files
+        head = read_regular_file(path, _SNIFF_BYTES, head_only=True)
+        if _has_preamble(head):
+            meta = _file_meta(head)[0]
+        else:
+            dataset = _read_headerless_dicom(head, os.fspath(path), MAX_PIXELS, stop_before_pixels=True)
+            if dataset is None:
+                return False
+            meta = dataset.file_meta
     except Exception:  # not DICOM, unreadable or damaged: not picked up by a folder scan
         return False
     return meta.get("MediaStorageSOPClassUID") != MediaStorageDirectoryStorage
