@@ -489,3 +489,44 @@ def test_unreadable_file_refused(
 def test_bytes_errors_use_the_given_name() -> None:
     with pytest.raises(ImageReadError, match=r"^upload\.jpeg: file is empty"):
         read_image_bytes(b"", "upload.jpeg")
+
+
+def _coded(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+@pytest.mark.parametrize(
+    "body_part", ["CHEST", "THORAX", "TORAX", "TÓRAX", "PECHO", "BRUST", "BRUSTKORB", "POITRINE", "TORACE"]
+)
+def test_chest_in_local_languages_passes_the_header_gate(body_part: str) -> None:
+    dataset = Dataset()
+    dataset.Modality, dataset.BodyPartExamined = "DX", body_part
+    assert imageio.dicom_refusals(dataset) == ()
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        ({"BodyPartExamined": "KNIE"}, "BodyPartExamined is KNIE, not CHEST"),
+        ({"ViewCodeSequence": [_coded("399073003", "SCT", "lateral")]}, "ViewCodeSequence is lateral"),
+        ({"ViewCodeSequence": [_coded("399198007", "SCT", "right lateral")]}, "is right lateral"),
+        ({"ViewCodeSequence": [_coded("R-10236", "SRT", "left lateral")]}, "is left lateral"),
+        ({"Modality": "", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2"}, "says the modality is CT"),
+    ],
+)
+def test_header_gate_refuses_what_only_codes_say(header: dict[str, object], reason: str) -> None:
+    dataset = Dataset()
+    dataset.Modality, dataset.SOPClassUID = "DX", "1.2.840.10008.5.1.4.1.1.1.1"
+    for keyword, value in header.items():
+        setattr(dataset, keyword, value)
+    (refusal,) = imageio.dicom_refusals(dataset)
+    assert reason in refusal
+
+
+def test_header_gate_passes_frontal_codes_and_secondary_captures() -> None:
+    dataset = Dataset()
+    dataset.Modality, dataset.SOPClassUID = "", "1.2.840.10008.5.1.4.1.1.7"  # a digitised film
+    dataset.ViewCodeSequence = [_coded("399348003", "SCT", "postero-anterior")]
+    assert imageio.dicom_refusals(dataset) == ()

@@ -257,6 +257,7 @@ def test_pacs_csv_lists_every_instance(
     assert len(rows) == 5 and set(rows["modality"]) == {"DX", "CT"}
     assert {"probability", "label", "threshold", "error", "status"} <= set(rows.columns)
     assert (rows["error"] != "").sum() == 2
+    assert rows.set_index("modality").loc["CT", "refused"] == True  # noqa: E712 (as predict says)
 
 
 def test_pacs_since_finds_no_later_study(
@@ -275,7 +276,6 @@ def test_pacs_since_finds_no_later_study(
         ("no login", "HTTP 401"),
         ("wrong password", "HTTP 401"),
         ("not a URL", "not a DICOMweb URL"),
-        ("unknown study", "not found"),
     ],
 )
 def test_pacs_archive_problems_give_one_line(
@@ -292,8 +292,7 @@ def test_pacs_archive_problems_give_one_line(
         login = ["--user", USER, "--password", "wrong"]
     elif kind == "not a URL":
         url = "localhost:8042/dicom-web"
-    study = "1.2.3.4" if kind == "unknown study" else generate_uid()
-    code = main(["pacs", "--url", url, *login, "--study", study, "--model", str(trained_model)])
+    code = main(["pacs", "--url", url, *login, "--study", generate_uid(), "--model", str(trained_model)])
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("pneumoscan: error: ") and expected in err, err
@@ -402,3 +401,48 @@ def test_pacs_since_goes_past_films_that_cannot_be_answered(
         datasets = [_download(url, item) for item in _instances(url, studies[0])]
         reports = [d for d in datasets if d.Modality == "SR"]
         assert len(reports) == 1 and reports[0].PatientID == "" and reports[0].StudyDate == "20240501"
+
+
+def _lateral_code() -> Dataset:
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "399073003", "SCT", "lateral"
+    return code
+
+
+def test_pacs_refuses_what_only_codes_say(
+    trained_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A DX lateral marked only in ViewCodeSequence, a CT slice with an empty Modality: refused, no SR."""
+    uid = generate_uid()
+    lateral = study_header(uid, 1, ViewCodeSequence=[_lateral_code()])
+    ct = study_header(uid, 2, Modality="", SOPClassUID=CT_IMAGE)
+    with running_orthanc(tmp_path) as url:
+        _upload(url, _film(tmp_path / "lateral.dcm", True, lateral), _film(tmp_path / "ct.dcm", False, ct))
+        table = tmp_path / "results.csv"
+        assert main(_pacs(url, "--study", uid, "--model", str(trained_model), "--csv", str(table))) == 2
+        import pandas as pd
+
+        rows = pd.read_csv(table, keep_default_na=False)
+        assert rows["refused"].tolist() == [True, True]
+        reasons = " ".join(rows["refusal_reason"])
+        assert "ViewCodeSequence is lateral" in reasons and "says the modality is CT" in reasons
+        assert len(_instances(url, uid)) == 2  # no SR stored for either
+
+
+def test_pacs_goes_on_after_a_study_fails(
+    trained_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uid = generate_uid()
+    with running_orthanc(tmp_path) as url:
+        _upload(url, _film(tmp_path / "film.dcm", True, study_header(uid, 1)))
+        table = tmp_path / "results.csv"
+        args = ["--study", "1.2.3.4", "--study", uid, "--model", str(trained_model), "--csv", str(table)]
+        code = main(_pacs(url, *args))
+        err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err
+        assert "study 1.2.3.4 failed" in err and "not found" in err and "1 of 2 studies failed" in err
+        import pandas as pd
+
+        rows = pd.read_csv(table, keep_default_na=False).set_index("study_uid")
+        assert rows.loc["1.2.3.4", "status"] == "study failed" and "not found" in rows.loc["1.2.3.4", "error"]
+        assert rows.loc[uid, "status"] == "stored SR"

@@ -37,6 +37,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import unicodedata
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -520,27 +521,81 @@ def _check_inflated_size(data: bytes, name: str, max_pixels: int) -> None:
 
 CHEST_MODALITIES = ("CR", "DX", "DR")
 LATERAL_VIEWS = ("LL", "RL", "LATERAL", "LAT")
+CHEST_BODY_PARTS = (
+    "CHEST", "THORAX", "LUNG",  # DICOM (CID 4031 uses CHEST) and English
+    "TORAX", "PECHO",  # Spanish, Portuguese
+    "THORAKS", "BRUST", "BORST", "BROST",  # Scandinavian, German, Dutch
+    "POITRINE", "TORACE", "TORACICO",  # French, Italian
+    "KLATKA", "HRUDNIK", "MELLKAS", "GOGUS",  # Polish, Czech/Slovak, Hungarian, Turkish
+)  # fmt: skip
+"""Words a BodyPartExamined holds for the chest, upper-cased without accents, found anywhere in it
+(``THORAX PA``, ``TÓRAX``, ``BRUSTKORB``)."""
+LATERAL_VIEW_CODES = frozenset({"399073003", "399198007", "399173006", "R-102CD", "R-10232", "R-10236"})
+"""ViewCodeSequence codes of lateral views (CID 4010: SNOMED CT lateral, right and left lateral, and
+their older SNOMED RT codes)."""
+SOP_CLASS_MODALITIES: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.1": "CR",
+    "1.2.840.10008.5.1.4.1.1.1.1": "DX",
+    "1.2.840.10008.5.1.4.1.1.1.1.1": "DX",
+    "1.2.840.10008.5.1.4.1.1.1.2": "MG",
+    "1.2.840.10008.5.1.4.1.1.1.2.1": "MG",
+    "1.2.840.10008.5.1.4.1.1.1.3": "IO",
+    "1.2.840.10008.5.1.4.1.1.1.3.1": "IO",
+    "1.2.840.10008.5.1.4.1.1.2": "CT",
+    "1.2.840.10008.5.1.4.1.1.2.1": "CT",
+    "1.2.840.10008.5.1.4.1.1.2.2": "CT",
+    "1.2.840.10008.5.1.4.1.1.4": "MR",
+    "1.2.840.10008.5.1.4.1.1.4.1": "MR",
+    "1.2.840.10008.5.1.4.1.1.6.1": "US",
+    "1.2.840.10008.5.1.4.1.1.6.2": "US",
+    "1.2.840.10008.5.1.4.1.1.20": "NM",
+    "1.2.840.10008.5.1.4.1.1.128": "PT",
+    "1.2.840.10008.5.1.4.1.1.130": "PT",
+    "1.2.840.10008.5.1.4.1.1.12.1": "XA",
+    "1.2.840.10008.5.1.4.1.1.12.2": "RF",
+}
+"""The modality of image storage SOP classes that imply one, for files whose Modality is empty
+(Secondary Capture and other SOP classes that any modality may use are not listed)."""
 
 
 def dicom_refusals(dataset: Dataset) -> tuple[str, ...]:
     """Why a DICOM header says the image is no frontal chest radiograph (empty: nothing against it).
 
-    Refused: a Modality other than CR/DX/DR (CT, MR, US, ...), a BodyPartExamined that is present and
-    not chest, a lateral ViewPosition (LL/RL). Missing attributes are not held against a file.
+    Refused: a Modality other than CR/DX/DR (CT, MR, US, ...; when Modality is empty, the one its
+    SOP class implies), a BodyPartExamined that is present and names no chest in any of
+    :data:`CHEST_BODY_PARTS`, a lateral ViewPosition (LL/RL) or ViewCodeSequence code. Missing
+    attributes are not held against a file.
     """
     reasons = []
     modality = str(dataset.get("Modality") or "").strip().upper()
+    source = "Modality"
+    if not modality:
+        modality = SOP_CLASS_MODALITIES.get(str(dataset.get("SOPClassUID") or "").strip(), "")
+        source = "SOP Class UID says the modality"
     if modality and modality not in CHEST_MODALITIES:
-        reasons.append(f"DICOM Modality is {modality}, not a radiograph (CR/DX/DR)")
+        reasons.append(f"DICOM {source} is {modality}, not a radiograph (CR/DX/DR)")
     body_part = str(dataset.get("BodyPartExamined") or "").strip().upper()
-    if body_part and "CHEST" not in body_part and "THORAX" not in body_part and "LUNG" not in body_part:
+    plain = "".join(c for c in unicodedata.normalize("NFKD", body_part) if not unicodedata.combining(c))
+    if body_part and not any(word in plain for word in CHEST_BODY_PARTS):
         reasons.append(f"DICOM BodyPartExamined is {body_part}, not CHEST")
     view = str(dataset.get("ViewPosition") or "").strip().upper()
     if view in LATERAL_VIEWS:
         reasons.append(
             f"DICOM ViewPosition is {view}, a lateral view; the model judges frontal (PA/AP) films"
         )
+    elif lateral := _lateral_view_code(dataset):
+        reasons.append(
+            f"DICOM ViewCodeSequence is {lateral}, a lateral view; the model judges frontal (PA/AP) films"
+        )
     return tuple(reasons)
+
+
+def _lateral_view_code(dataset: Dataset) -> str:
+    """The meaning (or value) of a lateral code in the ViewCodeSequence; empty when there is none."""
+    for item in dataset.get("ViewCodeSequence") or []:
+        if str(item.get("CodeValue") or "").strip() in LATERAL_VIEW_CODES:
+            return str(item.get("CodeMeaning") or item.CodeValue)
+    return ""
 
 
 def _decode_dicom(dataset: Dataset, name: str, max_pixels: int, accept_refused: bool) -> DecodedImage:

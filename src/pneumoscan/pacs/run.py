@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pydicom.dataset import Dataset
 
 from pneumoscan.data.imageio import dicom_refusals, read_dicom_header_bytes
-from pneumoscan.errors import PneumoscanError
+from pneumoscan.errors import InputRefusedError, PneumoscanError
 from pneumoscan.pacs.archive import Archive
 from pneumoscan.pacs.results import (
     SERIES_DESCRIPTION_PREFIX,
@@ -76,8 +76,7 @@ def _process_instance(
     result = InstanceResult(study, sop, modality, "skipped")
     refusals = dicom_refusals(instance)
     if refusals:
-        result.error = f"{study}/{sop}: refused: {'; '.join(refusals)}"
-        return result
+        return _refused(result, InputRefusedError(f"{study}/{sop}", "; ".join(refusals)))
     uids = result_uids(instance, predictor.meta)
     missing = {"SR": uids.sr_instance, **({"SC": uids.sc_instance} if heatmaps else {})}
     missing = {kind: uid for kind, uid in missing.items() if uid not in present}
@@ -89,10 +88,19 @@ def _process_instance(
         result.prediction, objects = _predict_instance(predictor, data, f"{study}/{sop}", set(missing))
         if objects:
             archive.store(study, list(objects.values()))
+    except InputRefusedError as exc:  # the film's own header refuses it (the archive's search did not)
+        return _refused(result, exc)
     except PneumoscanError as exc:
         result.error = str(exc)
         return result
     result.status = "stored " + ", ".join(objects) if objects else "not judged, nothing stored"
+    return result
+
+
+def _refused(result: InstanceResult, exc: InputRefusedError) -> InstanceResult:
+    """``result`` for a film its DICOM header refuses: skipped, refused as ``predict`` marks it."""
+    result.prediction = Prediction.of_refused_file(f"{result.study_uid}/{result.sop_uid}", exc)
+    result.error = str(exc)
     return result
 
 
