@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import served_on_loopback
-from dicom_factory import write_dicom
+from dicom_factory import write_deflated_dicom, write_dicom
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -187,6 +187,25 @@ def test_too_many_pixels_is_413(predictor: Predictor) -> None:
         response = post(client, ("big.png", encode(film(), "PNG")))
     assert response.status_code == 413
     assert "96x96 pixels, above the 5000-pixel limit" in response.json()["detail"]
+
+
+def test_deflate_bomb_is_413_without_inflating_it(predictor: Predictor, tmp_path: Path) -> None:
+    import tracemalloc
+
+    from pneumoscan.data.imageio import max_dataset_bytes
+
+    limit = max_dataset_bytes(5000)
+    bomb = write_deflated_dicom(tmp_path / "bomb.dcm", film(), padding_mib=limit // 2**20 + 8).read_bytes()
+    with TestClient(create_app(predictor, max_pixels=5000)) as client:
+        tracemalloc.start()
+        try:
+            response = post(client, ("bomb.dcm", bomb))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert response.status_code == 413
+    assert "deflated DICOM data set inflates to over" in response.json()["detail"]
+    assert peak < limit / 4
 
 
 def test_oversize_upload_is_413(predictor: Predictor) -> None:
@@ -404,6 +423,17 @@ def test_each_request_has_a_pixel_budget(predictor: Predictor) -> None:
     with TestClient(app) as client:
         assert post(client, ("a.png", data), ("b.png", data)).status_code == 200
         response = post(client, ("a.png", data), ("b.png", data), ("c.png", data))
+    assert response.status_code == 413
+    assert "over this server's budget of 0.02 million per request" in response.json()["detail"]
+
+
+def test_dicom_without_preamble_counts_in_the_pixel_budget(predictor: Predictor, tmp_path: Path) -> None:
+    pixels = (film() * 16).astype(np.uint16)  # 96 x 96 = 9216 pixels
+    bare = write_dicom(tmp_path / "bare", pixels, bits_stored=12, preamble=False).read_bytes()
+    assert bare[128:132] != b"DICM"
+    with TestClient(create_app(predictor, max_request_pixels=20_000)) as client:
+        assert post(client, ("a", bare), ("b", bare)).status_code == 200
+        response = post(client, ("a", bare), ("b", bare), ("c", bare))
     assert response.status_code == 413
     assert "over this server's budget of 0.02 million per request" in response.json()["detail"]
 

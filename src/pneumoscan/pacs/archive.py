@@ -42,6 +42,11 @@ class Archive:
         self.client = DICOMwebClient(self.url, session=session, timeout=TIMEOUT_SECONDS)
         self.client.set_http_retry_params(max_attempts=2)
 
+    def check(self) -> None:
+        """Raise :class:`ArchiveError` unless the archive answers a search (URL, login, connection)."""
+        with self._errors("search for studies"):
+            self.client.search_for_studies(limit=1)
+
     def find_studies(self, since: datetime, modalities: Sequence[str]) -> list[str]:
         """UIDs of the studies with one of ``modalities`` whose study date/time is at or after ``since``."""
         studies: dict[str, Dataset] = {}
@@ -55,7 +60,15 @@ class Archive:
 
     def instances(self, study_uid: str) -> list[Dataset]:
         """QIDO-RS headers (UIDs, modality, series description) of the instances of one study."""
-        fields = ["Modality", "SeriesDescription", "BodyPartExamined", "ViewPosition", "InstanceNumber"]
+        fields = [
+            "Modality",
+            "SOPClassUID",
+            "SeriesDescription",
+            "BodyPartExamined",
+            "ViewPosition",
+            "ViewCodeSequence",
+            "InstanceNumber",
+        ]
         with self._errors(f"list study {study_uid}"):
             found = self.client.search_for_instances(study_uid, fields=fields)
         if not found:

@@ -165,7 +165,7 @@ def create_app(
         """
         async with in_flight.slot():
             uploads = await within(body_timeout, read_uploads(request, max_upload_bytes))
-            check_pixel_budget(uploads, max_request_pixels, None if heatmap else model_side)
+            check_pixel_budget(uploads, max_request_pixels, None if heatmap else model_side, max_pixels)
             outcomes = await service.predict(uploads, heatmap, refuse)
         failed = [outcome for outcome in outcomes if outcome.prediction.error]
         if len(failed) == len(outcomes):
