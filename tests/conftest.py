@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import subprocess
 import threading
 import warnings
 from collections.abc import Iterator
@@ -79,6 +81,32 @@ def relabelled_model(trained_model: Path, tmp_path_factory: pytest.TempPathFacto
     meta, tensors = read_model(trained_model)
     target = tmp_path_factory.mktemp("relabelled") / "relabelled.safetensors"
     return save_model(target, tensors, meta.model_copy(update={"class_names": RELABELLED}))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 192 KiB tmpfs: a real file system that runs out of space (needs the right to mount)."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+@pytest.fixture
+def full_disk(small_disk: Path) -> Path:
+    """:func:`small_disk` filled up."""
+    with contextlib.suppress(OSError), open(small_disk / "filler", "wb") as filler:
+        while True:
+            filler.write(bytes(4096))
+            filler.flush()
+    return small_disk
 
 
 @contextmanager

@@ -92,7 +92,7 @@ def test_upload_shows_probability_and_heatmap(server_url: str, tmp_path: Path) -
     Image.fromarray(np.random.default_rng(4).integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(photo)
     with offline_page(tmp_path) as page:
         page.goto(server_url + "/")
-        expect(page.locator("#limits li").first).to_contain_text("pediatric")
+        expect(page.locator("#limits li").first).to_contain_text("synthetic shapes")  # this model's own
         page.set_input_files("#file", image)
         result = page.locator(".result").first
         expect(result.locator(".probability")).to_have_text(PERCENT, timeout=30_000)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -217,22 +216,6 @@ def test_store_replaced_by_another_process_after_we_read_its_index(
     result = load_cached(films, CFG, tmp_path / "cache", progress=False)
     assert raced and result.paths == films
     assert_aligned(result)
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 192 KiB tmpfs: a real file system that runs out of space (needs the right to mount)."""
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(mount_point)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True)
 
 
 def test_cache_on_a_full_disk_is_a_one_line_error(tmp_path: Path, small_disk: Path) -> None:

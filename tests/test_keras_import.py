@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -140,3 +145,98 @@ def test_non_keras_files_are_one_line_errors(tmp_path: Path, capsys: pytest.Capt
         assert main(["import-keras", str(path), "--out", str(tmp_path / "m.safetensors")]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and str(path) in err and reason in err, err
+
+
+def _with_layers(tmp_path: Path, edit: Callable[[list[Any]], None]) -> Path:
+    """A copy of the .h5 fixture whose list of Keras layer configs ``edit`` changed in place."""
+    path = tmp_path / "edited.h5"
+    shutil.copy(FIXTURES / "keras-seed.h5", path)
+    with h5py.File(path, "r+") as handle:
+        config = json.loads(handle.attrs["model_config"])
+        edit(config["config"]["layers"])
+        handle.attrs["model_config"] = json.dumps(config)
+    return path
+
+
+def _first(kind: str) -> Callable[[list[Any]], dict[str, Any]]:
+    return lambda layers: next(layer for layer in layers if layer["class_name"] == kind)["config"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda layers: layers.__setitem__(1, 5), "layer 1 of its Keras model config is malformed"),
+        (
+            lambda layers: layers[1].__setitem__("config", [1]),
+            "layer 1 of its Keras model config is malformed",
+        ),
+        (lambda layers: _first("Conv2D")(layers).update(filters="abc"), "found filters 'abc'"),
+        (lambda layers: _first("Conv2D")(layers).update(kernel_size={"a": 1}), "found kernel_size {'a': 1}"),
+        (lambda layers: _first("Dense")(layers).update(units=None), "found units None"),
+        (lambda layers: layers[0]["config"].update(batch_shape=[None, "a", "a", 3]), "input shape"),
+        (lambda layers: layers[0]["config"].update(batch_shape=7), "input shape 7"),
+    ],
+)
+def test_malformed_keras_configs_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: Callable[[list[Any]], None], message: str
+) -> None:
+    path = _with_layers(tmp_path, edit)
+    assert main(["import-keras", str(path), "--out", str(tmp_path / "m.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and message in err, err
+
+
+def _peak_memory_of_import(path: Path, out: Path) -> tuple[str, int]:
+    """(error line, peak resident MiB) of ``import_keras`` in a fresh process."""
+    code = (
+        "import resource, sys\n"
+        "from pneumoscan.errors import ModelFileError\n"
+        "from pneumoscan.keras_import import import_keras\n"
+        "try:\n"
+        f"    import_keras({str(path)!r}, {str(out)!r})\n"
+        "except ModelFileError as exc:\n"
+        "    print(exc)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    *lines, peak = done.stdout.splitlines()
+    return " ".join(lines), int(peak)
+
+
+def test_h5_weight_declaring_gigabytes_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "huge-weight.h5"
+    shutil.copy(FIXTURES / "keras-seed.h5", path)
+    with h5py.File(path, "r+") as handle:
+        group = handle["model_weights"]["conv2d"]
+        name = next(n.decode() if isinstance(n, bytes) else n for n in group.attrs["weight_names"])
+        del group[name]  # a chunked dataset of 2 GiB that holds no chunks: the file stays small
+        group.create_dataset(name, shape=(3, 3, 3, 2**26 // 27 * 8), dtype="f4", chunks=(3, 3, 3, 1024))
+    assert path.stat().st_size < 200_000
+    line, peak = _peak_memory_of_import(path, tmp_path / "m.safetensors")
+    assert "layer 'conv2d' declares its kernel as (3, 3, 3," in line and str(path) in line
+    assert peak < 1024  # MiB: torch and h5py themselves, not the 2 GiB the file claims
+
+
+@pytest.mark.parametrize("member", ["config.json", "model.weights.h5"])
+def test_keras_zip_members_declaring_more_than_the_model_needs_are_refused(
+    tmp_path: Path, member: str
+) -> None:
+    path = tmp_path / "padded.keras"
+    with (
+        zipfile.ZipFile(FIXTURES / "keras-seed.keras") as source,
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out,
+    ):
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == member:  # 64 MiB of padding (JSON whitespace; bytes past HDF5's end)
+                with out.open(member, "w", force_zip64=True) as handle:
+                    handle.write(data)
+                    for _ in range(64):
+                        handle.write(b" " * 2**20)
+            else:
+                out.writestr(info.filename, data, compress_type=zipfile.ZIP_DEFLATED)
+    assert path.stat().st_size < 2**20
+    line, peak = _peak_memory_of_import(path, tmp_path / "m.safetensors")
+    assert f"its {member} declares" in line and str(path) in line
+    assert peak < 1024

@@ -206,6 +206,28 @@ def test_cross_split_duplicates_by_content(tmp_path: Path) -> None:
 # --- errors ----------------------------------------------------------------------------------------
 
 
+def test_a_link_that_puts_films_under_two_labels_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A link from a class folder to the data root listed every PNEUMONIA film as NORMAL too."""
+    root = tmp_path / "data"
+    write_image(root / "NORMAL" / "IM-0001-0001.png", 10)
+    film = write_image(root / "PNEUMONIA" / "person1_virus_1.png", 200)
+    (root / "NORMAL" / "everything").symlink_to(root, target_is_directory=True)
+    assert main(["inspect", str(root), "--quiet"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"pneumoscan: error: {film}: reached from two class folders")
+    assert f"{root / 'NORMAL'} and {root / 'PNEUMONIA'} (through a link?)" in line
+
+
+def test_a_link_within_one_label_is_listed_once_per_folder(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write_image(root / "NORMAL" / "IM-0001-0001.png", 10)
+    write_image(root / "PNEUMONIA" / "person1_virus_1.png", 200)
+    (root / "NORMAL" / "more").symlink_to(root / "NORMAL", target_is_directory=True)
+    assert scan_dataset(root)["label"].tolist() == [0, 1]
+
+
 def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"nowhere: data folder not found"):
         scan_dataset(tmp_path / "nowhere")

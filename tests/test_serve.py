@@ -25,7 +25,7 @@ from pneumoscan.predict import Predictor
 from pneumoscan.serve import MAX_FILES
 from pneumoscan.serve.app import create_app
 from pneumoscan.serve.batching import MicroBatcher
-from pneumoscan.serve.model_card_text import INTENDED_USE
+from pneumoscan.serve.model_card_text import INTENDED_USE, model_limits
 from pneumoscan.synthetic import synthetic_film
 
 
@@ -79,7 +79,10 @@ def test_health_and_model_card(client: TestClient, predictor: Predictor) -> None
     assert model["preprocessing"]["image_size"] == 64
     assert "validation" in model["metrics"] and model["heatmaps"] is True
     assert model["intended_use"] == INTENDED_USE and "not a medical device" in INTENDED_USE
-    assert any("pediatric" in text for text in model["limits"])
+    # the limits describe this model (synthetic data, its gate), not another one
+    assert model["limits"] == model_limits(predictor.meta)
+    assert "synthetic shapes" in model["limits"][0] and "pediatric" not in " ".join(model["limits"])
+    assert f"above {predictor.meta.gate.threshold:.3f} are refused" in model["limits"][-1]
     assert model["upload_limits"]["max_files"] >= 1
 
 
@@ -513,3 +516,19 @@ def test_serve_port_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> N
         taken.close()
     [line] = capsys.readouterr().err.splitlines()  # and no "serving on" before it
     assert line.startswith(f"pneumoscan: error: cannot listen on 127.0.0.1:{port} (Address already in use)")
+
+
+def test_the_limits_come_from_the_model_file() -> None:
+    """They said "pediatric films from a single hospital" and "simple checks" for the two-site gated model."""
+    from pneumoscan.model_file import read_meta
+    from pneumoscan.model_source import bundled_model_path
+
+    meta = read_meta(bundled_model_path())
+    text = " ".join(model_limits(meta))
+    assert "single hospital" not in text and "pediatric" not in text
+    sites = meta.metrics["sites"]
+    assert f"Trained on {meta.metrics['train_images']} films from {len(sites)} sites" in text
+    assert all(site in text for site in sites)
+    assert f"above {meta.gate.threshold:.3f} are refused" in text and "simple checks" not in text
+    ungated = " ".join(model_limits(meta.model_copy(update={"gate": None, "metrics": {}})))
+    assert "no out-of-distribution check" in ungated and "does not record what it was trained on" in ungated

@@ -265,6 +265,8 @@ class Config(_Section):
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise PneumoscanError(f"{path}: not a readable JSON config ({reason})") from exc
+        except RecursionError:
+            raise PneumoscanError(f"{path}: not a readable JSON config (nested too deeply)") from None
         return cls.from_dict(data, str(path))
 
     def with_overrides(self, overrides: list[str]) -> Config:
@@ -287,7 +289,7 @@ class Config(_Section):
 def _parse_value(raw: str) -> Any:
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return raw
 
 

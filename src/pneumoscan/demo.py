@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pneumoscan.atomic import output_folder
 from pneumoscan.config import Config, recipe
 from pneumoscan.evaluation.evaluate import evaluate
 from pneumoscan.evaluation.metrics import format_report
@@ -31,7 +32,7 @@ def demo_config() -> Config:
 def run_demo(out: Path, progress: bool = True) -> None:
     """Make data, train, evaluate on the test split (``OUT/report.html``), and predict a few files
     with heat maps (``OUT/heatmaps/``)."""
-    data = make_synthetic_dataset(out / "data", {"train": 120, "test": 30})
+    data = make_synthetic_dataset(output_folder(out) / "data", {"train": 120, "test": 30})
     print(f"synthetic data: {data}")
     result = train(
         data / "train", out / f"run-{len(list(out.glob('run-*'))) + 1}", demo_config(), progress=progress

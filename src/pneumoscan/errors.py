@@ -6,6 +6,8 @@ jobs that skip bad files) can tell them apart without reading the message.
 
 from __future__ import annotations
 
+import errno
+import os
 import warnings
 
 
@@ -41,6 +43,10 @@ class ModelFileError(PneumoscanError):
     """A model file is missing, damaged, or not a pneumoscan model."""
 
 
+class OutputError(PneumoscanError):
+    """An output file or folder cannot be written (disk full, a file where a folder should be, ...)."""
+
+
 class RunFolderError(PneumoscanError):
     """A training run folder is in use by another run, holds another run, or has nothing to resume."""
 
@@ -54,6 +60,66 @@ class InputRefusedError(ImageReadError):
     def __init__(self, name: str, reason: str) -> None:
         super().__init__(f"{name}: refused: {reason}")
         self.reason = reason
+
+
+# OS errors a user can fix (the disk, the path, the permissions), with what to do about each
+_OS_HINTS = {
+    errno.ENOSPC: "free some space or write elsewhere",
+    errno.EDQUOT: "free some space or write elsewhere",
+    errno.EFBIG: "the file is over this file system's (or this process's) size limit; write elsewhere",
+    errno.EACCES: "check its permissions or choose another place",
+    errno.EPERM: "check its permissions or choose another place",
+    errno.EROFS: "choose a place that is not read-only",
+    errno.EEXIST: "a file is in the way where a folder is needed; give a folder",
+    errno.ENOTDIR: "a file is in the way where a folder is needed; give a folder",
+    errno.EISDIR: "a folder where a file is needed; give a file name",
+    errno.ENOENT: "check the path",
+    errno.ENAMETOOLONG: "use a shorter name",
+}
+
+
+def os_error(exc: OSError, path: str | os.PathLike[str] | None = None) -> PneumoscanError:
+    """The one-line error for an OS error a user can fix, naming ``path`` (an output being written:
+    :class:`OutputError`) or else the file ``exc`` names.
+
+    Libraries that re-raise an OS error with their own text (pydicom adds a traceback) are read
+    through to the OS error they wrap, so the line says the OS's reason, never a traceback.
+    """
+    cause = _os_cause(exc)
+    code = cause.errno
+    reason = cause.strerror or (os.strerror(code) if code else str(exc).splitlines()[0] if str(exc) else "")
+    name = path if path is not None else exc.filename or cause.filename
+    hint = _OS_HINTS.get(code or 0, "")
+    text = f"{os.fspath(name)}: " if name is not None else ""
+    if path is not None:
+        text += f"cannot write ({reason or type(cause).__name__})"
+    else:
+        text += reason or type(cause).__name__
+    text += f"; {hint}" if hint else ""
+    return OutputError(text) if path is not None else PneumoscanError(text)
+
+
+def user_error(exc: BaseException) -> PneumoscanError | None:
+    """``exc`` as the one-line error a user can act on (exit status 2), or None for an internal error.
+
+    The CLI's one rule for turning exceptions into messages: pneumoscan's own errors, and OS errors
+    a user can fix (:func:`os_error`: a full disk, a file where a folder is needed, permissions).
+    """
+    if isinstance(exc, PneumoscanError):
+        return exc
+    if isinstance(exc, OSError) and _os_cause(exc).errno in _OS_HINTS:
+        return os_error(exc)
+    return None
+
+
+def _os_cause(exc: OSError) -> OSError:
+    """``exc``, or the OS error (with an errno) it was raised from when it carries none itself."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return exc
 
 
 class PneumoscanWarning(UserWarning):

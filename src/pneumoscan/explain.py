@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from pneumoscan.atomic import atomic_write_bytes
+from pneumoscan.atomic import atomic_write_bytes, output_folder
 from pneumoscan.config import ExplainConfig
 from pneumoscan.data.imageio import DecodedImage, read_image
 from pneumoscan.engines.torch_engine import TorchEngine
@@ -147,7 +147,7 @@ def explain_files(
     a predictor made with ``refuse=False`` they get one).  Repeated stems get ``-2``, ``-3``...
     """
     require_torch_engine(predictor)  # refuse an ONNX predictor before reading anything
-    out = _output_dir(Path(out_dir))
+    out = output_folder(out_dir)
     used: set[str] = set()
     results: list[Prediction] = []
     for path in paths:
@@ -163,7 +163,7 @@ def explain_files(
             results.append(explanation.prediction)
             continue
         target = out / _unique_name(Path(path).stem, used)
-        _write(target, overlay_png(explanation))
+        atomic_write_bytes(target, overlay_png(explanation))
         explanation.prediction.heatmap_path = str(target)
         results.append(explanation.prediction)
     return results
@@ -355,16 +355,6 @@ def _jet(values: np.ndarray) -> np.ndarray:
     return np.clip(1.5 - np.abs(4.0 * values[..., None] - np.array([3.0, 2.0, 1.0])), 0.0, 1.0)
 
 
-def _output_dir(out: Path) -> Path:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PneumoscanError(
-            f"{out}: cannot create the heat-map folder ({exc.strerror or exc}); choose another folder"
-        ) from None
-    return out
-
-
 def _unique_name(stem: str, used: set[str]) -> str:
     """``<stem>_heatmap.png``, numbered if taken (compared case-insensitively, as on macOS/Windows)."""
     name, number = f"{stem}_heatmap.png", 1
@@ -373,12 +363,3 @@ def _unique_name(stem: str, used: set[str]) -> str:
         name = f"{stem}-{number}_heatmap.png"
     used.add(name.lower())
     return name
-
-
-def _write(target: Path, data: bytes) -> None:
-    try:
-        atomic_write_bytes(target, data)
-    except OSError as exc:
-        raise PneumoscanError(
-            f"{target}: cannot write the heat map ({exc.strerror or exc}); choose another folder"
-        ) from None

@@ -29,6 +29,7 @@ from pneumoscan.atomic import atomic_write_bytes
 from pneumoscan.classes import OUTPUT_CLASSES
 from pneumoscan.config import Config, ExplainConfig, ModelConfig, PreprocessConfig, first_error
 from pneumoscan.errors import ModelFileError
+from pneumoscan.model_source import require_model_file
 
 FORMAT = "pneumoscan-model"
 FORMAT_VERSION = 1
@@ -165,9 +166,7 @@ def read_model(path: str | os.PathLike[str]) -> tuple[ModelMeta, dict[str, np.nd
 
 def _open(path: str | os.PathLike[str], load_tensors: bool) -> tuple[ModelMeta, dict[str, np.ndarray]]:
     path = Path(path)
-    if not path.is_file():
-        what = "is a folder, not a model file" if path.is_dir() else "model file not found"
-        raise ModelFileError(f"{path}: {what}")
+    require_model_file(path)
     try:
         with safe_open(str(path), framework="np") as handle:
             raw = (handle.metadata() or {}).get(_KEY)
@@ -198,3 +197,5 @@ def parse_meta(raw: str, source: str, hint: str = "") -> ModelMeta:
     except (ValueError, AttributeError) as exc:
         reason = str(exc).splitlines()[0]
         raise ModelFileError(f"{source}: damaged pneumoscan metadata ({reason}){suffix}") from exc
+    except RecursionError:  # JSON nested thousands of levels deep: no model's metadata is
+        raise ModelFileError(f"{source}: damaged pneumoscan metadata (nested too deeply){suffix}") from None

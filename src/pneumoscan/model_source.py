@@ -44,6 +44,20 @@ def bundled_model_path() -> Path:
     return Path(str(resources.files("pneumoscan") / "bundled" / BUNDLED_MODEL))
 
 
+def require_model_file(path: Path) -> None:
+    """Refuse a model path that is missing, a folder, or not a regular file (a FIFO, a device, a
+    socket: never opened, a FIFO would block)."""
+    if path.is_file():
+        return
+    if path.is_dir():
+        what = "is a folder, not a model file"
+    elif os.path.lexists(path):
+        what = "is not a regular file (a pipe, a device or a socket); pass a model file"
+    else:
+        what = "model file not found"
+    raise ModelFileError(f"{path}: {what}")
+
+
 def names_model(argument: str) -> bool:
     """Whether a command-line argument names a model (``bundled`` or a model/checkpoint suffix)."""
     suffix = Path(argument).suffix.lower()

@@ -32,7 +32,7 @@ from pneumoscan.cli import (
 from pneumoscan.cli.common import PREDICT_HEADER, quiet_libraries
 from pneumoscan.cli.evaluate import report_path
 from pneumoscan.cli.predict import collect_images
-from pneumoscan.errors import PneumoscanError, PneumoscanWarning
+from pneumoscan.errors import PneumoscanWarning, user_error
 
 __all__ = ["COMMANDS", "PREDICT_HEADER", "build_parser", "collect_images", "main", "report_path"]
 
@@ -102,11 +102,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet_libraries()
     try:
         return COMMANDS[args.command].run(args)
-    except PneumoscanError as exc:
-        if args.debug:
-            raise
-        print(f"pneumoscan: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(
             "pneumoscan: interrupted (continue a training run with: "
@@ -117,6 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
+        error = user_error(exc)  # the one rule for which errors are the user's to fix
+        if error is not None:
+            print(f"pneumoscan: error: {error}", file=sys.stderr)
+            return 2
         print(
             f"pneumoscan: error: {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr
         )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pneumoscan.cli.common import (
     ENGINE_HELP,
+    add_bf16_option,
     add_data_option,
     data_sources,
     report_skipped,
@@ -41,6 +42,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         "measure whether the heat maps of the PNEUMONIA films point into them",
     )
     p.add_argument("--engine", choices=["torch", "onnx"], help=ENGINE_HELP)
+    add_bf16_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from pneumoscan.evaluation.other import format_other
     from pneumoscan.predict import Predictor
 
-    predictor = Predictor.load(args.model, args.engine)
+    predictor = Predictor.load(args.model, args.engine, bf16=args.bf16)
     result = evaluate(predictor, data_sources(args), args.split, progress=not args.quiet, boxes=args.boxes)
     print(format_report(result.metrics))
     point = format_operating_point(result.metrics["operating_point"])

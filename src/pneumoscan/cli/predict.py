@@ -7,7 +7,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pneumoscan.cli.common import ENGINE_HELP, PREDICT_HEADER, check_heatmaps, warn_if_synthetic, write_table
+from pneumoscan.cli.common import (
+    ENGINE_HELP,
+    PREDICT_HEADER,
+    add_bf16_option,
+    check_heatmaps,
+    warn_if_synthetic,
+    write_table,
+)
 from pneumoscan.errors import PneumoscanError
 
 
@@ -23,6 +30,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", help="model file (alternative to giving it first)")
     p.add_argument("--engine", choices=["torch", "onnx"], help=ENGINE_HELP)
+    add_bf16_option(p)
     out = p.add_mutually_exclusive_group()
     out.add_argument("--csv", metavar="FILE", help="write a CSV table ('-' for stdout)")
     out.add_argument("--json", action="store_true", help="print JSON lines")
@@ -75,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.heatmaps and not args.dicom_out:
         raise PneumoscanError("--heatmaps adds heat maps to --dicom-out; give --dicom-out DIR too")
     check_heatmaps(model, args)
-    predictor = Predictor.load(model, args.engine, refuse=not args.no_refuse)
+    predictor = Predictor.load(model, args.engine, refuse=not args.no_refuse, bf16=args.bf16)
     if predictor.meta.gate is None:
         print(f"pneumoscan: note: {NO_GATE}", file=sys.stderr)
     if args.explain:

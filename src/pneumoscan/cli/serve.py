@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from pneumoscan.cli.common import warn_if_synthetic
-from pneumoscan.errors import PneumoscanError
+from pneumoscan.cli.common import add_bf16_option, positive_int, positive_number, warn_if_synthetic
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -26,38 +24,39 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="torch (heat maps available) or onnx (a .onnx file from pneumoscan export); "
         "default: the one the model file is made for",
     )
+    add_bf16_option(p)
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
     )
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     p.add_argument(
         "--max-upload-mb",
-        type=float,
+        type=positive_number,
         default=serve.DEFAULT_MAX_UPLOAD_BYTES / 2**20,
         help="largest request body in MiB (default: %(default)g)",
     )
     p.add_argument(
         "--max-megapixels",
-        type=float,
+        type=positive_number,
         default=serve.DEFAULT_MAX_PIXELS / 1e6,
         help="largest image accepted, in millions of pixels (default: %(default)g)",
     )
     p.add_argument(
         "--max-request-megapixels",
-        type=float,
+        type=positive_number,
         default=serve.DEFAULT_MAX_REQUEST_PIXELS / 1e6,
         help="most pixels the images of one request may decode to together, in millions "
         "(default: %(default)g)",
     )
     p.add_argument(
         "--max-in-flight",
-        type=int,
+        type=positive_int,
         default=serve.DEFAULT_MAX_IN_FLIGHT,
         help="most upload requests worked on at once; more get 503 (default: %(default)d)",
     )
     p.add_argument(
         "--body-timeout",
-        type=float,
+        type=positive_number,
         default=serve.DEFAULT_BODY_TIMEOUT_S,
         help="seconds a client may take to send an upload (default: %(default)g)",
     )
@@ -74,7 +73,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--save-uploads-max-mb",
-        type=float,
+        type=positive_number,
         default=serve.DEFAULT_SAVE_UPLOADS_MAX_BYTES / 2**20,
         help="stop keeping uploads once DIR holds this many MiB (default: %(default)g)",
     )
@@ -83,25 +82,17 @@ def add(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from pneumoscan.atomic import output_folder
     from pneumoscan.predict import Predictor
     from pneumoscan.serve.app import create_app
     from pneumoscan.serve.listen import listening_socket
     from pneumoscan.serve.security import LOOPBACK_HOSTS
 
-    limits = (args.max_upload_mb, args.max_megapixels, args.max_request_megapixels, args.max_in_flight)
-    if min(*limits, args.body_timeout, args.save_uploads_max_mb) <= 0:
-        raise PneumoscanError(
-            "--max-upload-mb, --max-megapixels, --max-request-megapixels, --max-in-flight, "
-            "--body-timeout and --save-uploads-max-mb must be positive"
-        )
     if args.save_uploads:
-        try:
-            Path(args.save_uploads).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise PneumoscanError(f"{args.save_uploads}: cannot create the uploads folder ({exc})") from exc
+        output_folder(args.save_uploads)
     sock = listening_socket(args.host, args.port)  # before anything is announced: a busy port is one line
     try:
-        predictor = Predictor.load(args.model, args.engine)
+        predictor = Predictor.load(args.model, args.engine, bf16=args.bf16)
         warn_if_synthetic(predictor.meta)
         loopback = args.host in LOOPBACK_HOSTS
         allowed = [*args.allowed_host, *(LOOPBACK_HOSTS if loopback else ())] or None

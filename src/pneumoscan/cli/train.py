@@ -91,9 +91,10 @@ def run(args: argparse.Namespace) -> int:
     if result.model_path is None:  # a non-zero rank of a distributed run
         return 0
     val = result.metrics["validation"]
+    auc = "n/a" if val["roc_auc"] is None else f"{val['roc_auc']:.4f}"
     print(f"model: {result.model_path}")
     print(
-        f"validation: accuracy {val['accuracy']:.4f}  ROC-AUC {val['roc_auc']:.4f}  "
+        f"validation: accuracy {val['accuracy']:.4f}  ROC-AUC {auc}  "
         f"threshold {val['threshold']:.3f}  "
         f"({result.metrics['train_seconds']:.0f} s, {result.metrics['epochs']} epochs)"
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pneumoscan.atomic import output_folder
 from pneumoscan.classes import FILM_CLASSES, OTHER, OUTPUT_CLASSES, POSITIVE, ambiguous_of, present_classes
 from pneumoscan.config import Config
 from pneumoscan.data.cache import load_cached
@@ -103,7 +104,7 @@ class InspectReport:
         """Class distribution and sample images as PNG."""
         from pneumoscan.evaluation import plots
 
-        out = Path(out_dir)
+        out = output_folder(out_dir)
         plots.class_distribution(self.manifest, out / "class_distribution.png")
         readable = self.manifest[~self.manifest["path"].isin(self.unreadable)]
         plots.sample_grid(readable, out / "samples.png")

@@ -114,17 +114,39 @@ def scan_dataset(root: str | Path) -> pd.DataFrame:
             f"{root}: no {_class_folders()} folders found; expected ROOT/train/NORMAL/*.jpeg "
             "(Kaggle layout) or ROOT/NORMAL/*.jpeg"
         )
-    rows = [
-        (str(path), split, target_of(name), name, patient_id(path.name), False)
+    found = [
+        (path, split, name, folder)
         for split, classes in splits.items()
         for name in FILM_CLASS_NAMES
         for folder in classes.get(name, [])
         for path in sorted(find_image_files(folder))
     ]
+    _refuse_two_labels(found)
+    rows = [
+        (str(path), split, target_of(name), name, patient_id(path.name), False)
+        for path, split, name, _ in found
+    ]
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:
         raise DataError(f"{root}: no image files (.jpeg/.jpg/.png/.dcm) in its class folders")
     return frame
+
+
+def _refuse_two_labels(found: list[tuple[Path, str, str, Path]]) -> None:
+    """Refuse a file reached (through a link) from two class folders of different labels.
+
+    Files are compared by their resolved path, so a link from a class folder to the data root, which
+    would list every film of the other class under this one too, is one line naming both folders.
+    """
+    first: dict[str, tuple[str, Path]] = {}
+    for path, _, label, folder in found:
+        real = os.path.realpath(path)
+        label_before, folder_before = first.setdefault(real, (label, folder))
+        if label_before != label:
+            raise DataError(
+                f"{real}: reached from two class folders, {folder_before} and {folder} (through a link?); "
+                "one file cannot be both; remove the link or the copy from the wrong class folder"
+            )
 
 
 def default_site(source: str | Path) -> str:

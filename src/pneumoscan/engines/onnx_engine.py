@@ -20,7 +20,7 @@ import numpy as np
 
 from pneumoscan.errors import ModelFileError, PneumoscanError
 from pneumoscan.model_file import ModelMeta, parse_meta
-from pneumoscan.model_source import EXPORT_HINT
+from pneumoscan.model_source import EXPORT_HINT, require_model_file
 
 INPUT = "image"
 OUTPUT = "logit"
@@ -36,13 +36,6 @@ def _onnxruntime() -> ModuleType:
             "the onnx engine needs onnxruntime: pip install onnxruntime (or 'pneumoscan[onnx]')"
         ) from None
     return onnxruntime
-
-
-def _check_file(path: Path) -> None:
-    if path.is_dir():
-        raise ModelFileError(f"{path}: is a folder, not a model file")
-    if not path.is_file():
-        raise ModelFileError(f"{path}: model file not found")
 
 
 def _open_session(path: Path) -> Any:
@@ -98,7 +91,7 @@ class OnnxEngine:
     def load(cls, path: str | os.PathLike[str]) -> OnnxEngine:
         """Open a ``.onnx`` file written by :func:`pneumoscan.export.export_onnx`."""
         path = Path(path)
-        _check_file(path)
+        require_model_file(path)
         session = _open_session(path)
         meta = _read_meta(session, path)
         _check_graph(session, meta, path)

@@ -69,7 +69,11 @@ def load_network(path: str | os.PathLike[str]) -> tuple[ModelMeta, XrayNetwork]:
 
 
 class TorchEngine:
-    """Computes logits with PyTorch (channels_last; bf16 only where the CPU has native bf16).
+    """Computes logits with PyTorch (channels_last), in fp32 unless ``precision`` asks for bf16.
+
+    fp32 by default on every CPU, so a film gets the same probability (within 1e-3) with either engine
+    on any machine; ``precision="bf16"`` (``--bf16``) trades that for speed where the CPU has native
+    bf16, and ``"auto"`` uses bf16 only there (:func:`pneumoscan.hardware.use_bf16`).
 
     ``net`` is the network as trained (Grad-CAM hooks into it); logits come from its
     :func:`~pneumoscan.models.inference_network`, which computes the same function faster.
@@ -77,14 +81,14 @@ class TorchEngine:
 
     name = "torch"
 
-    def __init__(self, meta: ModelMeta, net: XrayNetwork, precision: str = "auto") -> None:
+    def __init__(self, meta: ModelMeta, net: XrayNetwork, precision: str = "32") -> None:
         self.meta = meta
         self.net = net.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.inference_net = inference_network(self.net)
         self.bf16 = use_bf16(precision)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], precision: str = "auto") -> TorchEngine:
+    def load(cls, path: str | os.PathLike[str], precision: str = "32") -> TorchEngine:
         """Load a ``.safetensors`` model file."""
         meta, net = load_network(path)
         return cls(meta, net, precision)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from pneumoscan.atomic import atomic_write_text
+from pneumoscan.atomic import atomic_write_text, output_folder
 from pneumoscan.calibration import calibrated
 from pneumoscan.classes import binary_films
 from pneumoscan.data.boxes_csv import read_boxes_csv
@@ -49,8 +49,7 @@ class Evaluation:
 
     def write(self, out_dir: str | Path) -> list[Path]:
         """Write ``metrics.json``, ``predictions.csv`` and the plots into ``out_dir``."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        out = output_folder(out_dir)
         atomic_write_text(
             out / "metrics.json", json.dumps({**self.metrics, "skipped_files": self.skipped}, indent=2)
         )

@@ -5,11 +5,12 @@ is reported when at least one film carries a value for it, and films without one
 ``unknown``.  Ages are put in the bands of :data:`AGE_BANDS`.  Point values come from
 :func:`~pneumoscan.evaluation.metrics.binary_metrics`; the intervals from
 :func:`~pneumoscan.evaluation.bootstrap.bootstrap_metrics`, resampling patients.  A group of fewer
-than :data:`MIN_FILMS` films is reported with its counts and point values only (no ROC-AUC, no
-intervals); a one-class group has no ROC-AUC.  The metrics measure the NORMAL and PNEUMONIA films
-of a group; a group with OTHER films also gets the fraction of its clear and ambiguous OTHER films
-called PNEUMONIA (``other``, :mod:`pneumoscan.evaluation.other`).  The functions take any subset of a
-predictions table, so films left out (e.g. refused ones) are simply not passed in.
+than :data:`~pneumoscan.evaluation.metrics.MIN_FILMS` films is reported with its counts and point
+values only (no ROC-AUC, as in the headline; no intervals); a one-class group has no ROC-AUC.  The
+metrics measure the NORMAL and PNEUMONIA films of a group; a group with OTHER films also gets the
+fraction of its clear and ambiguous OTHER films called PNEUMONIA (``other``,
+:mod:`pneumoscan.evaluation.other`).  The functions take any subset of a predictions table, so films
+left out (e.g. refused ones) are simply not passed in.
 """
 
 from __future__ import annotations
@@ -21,13 +22,12 @@ import pandas as pd
 
 from pneumoscan.classes import OUTPUT_CLASSES, binary_films
 from pneumoscan.evaluation.bootstrap import LEVEL, RESAMPLES, bootstrap_metrics, clusters_of
-from pneumoscan.evaluation.metrics import binary_metrics
+from pneumoscan.evaluation.metrics import MIN_FILMS, binary_metrics
 from pneumoscan.evaluation.other import KINDS, called_entry, other_kinds, with_fraction
 
 GROUP_COLUMNS = ("site", "view", "sex", "age")
 AGE_BANDS: tuple[tuple[float, str], ...] = ((18, "0-17"), (40, "18-39"), (65, "40-64"), (np.inf, "65+"))
 UNKNOWN = "unknown"
-MIN_FILMS = 10
 HEADLINE = ("accuracy", "roc_auc", "sensitivity", "specificity", "ece")
 
 
@@ -112,7 +112,6 @@ def group_entry(
     }
     entry.update({name: measured[name] for name in HEADLINE})
     if len(labels) < MIN_FILMS:
-        entry["roc_auc"] = None
         entry["ci"] = {}
         entry["note"] = f"fewer than {MIN_FILMS} films: counts and point values only"
         return entry

@@ -36,9 +36,16 @@ def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bi
     return float((counts[filled] / counts.sum() * np.abs(observed[filled] - predicted[filled])).sum())
 
 
+# Fewest films for a ROC-AUC (and the groups' bootstrap intervals); fewer give a number that means little
+MIN_FILMS = 10
+
+
 def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, Any]:
     """Loss, accuracy, ROC-AUC, sensitivity, specificity, ECE, confusion matrix and per-class report
-    (without films: ``images`` 0, every value None and an empty report)."""
+    (without films: ``images`` 0, every value None and an empty report).
+
+    ROC-AUC is None for one class or fewer than :data:`MIN_FILMS` films.
+    """
     labels = np.asarray(labels).astype(int)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if not len(labels):
@@ -51,7 +58,7 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: flo
         }
     predicted = (probabilities >= threshold).astype(int)
     tn, fp, fn, tp = confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
-    both = len(np.unique(labels)) == 2
+    both = len(np.unique(labels)) == 2 and len(labels) >= MIN_FILMS
     report = classification_report(
         labels, predicted, labels=[0, 1], target_names=CLASS_NAMES, output_dict=True, zero_division=0
     )

@@ -263,7 +263,7 @@ def _plots_section(
     reliability = plots.reliability_figure(labels, probabilities)
     reliability.axes[0].set_title(f"ECE {metrics['ece']:.3f}")
     figures = [("Confusion matrix (rows: true class)", plots.confusion_figure(metrics["confusion_matrix"]))]
-    if labels.min() != labels.max():
+    if metrics["roc_auc"] is not None:
         figures += [
             (f"ROC curve, AUC {metrics['roc_auc']:.3f}", plots.roc_figure(labels, probabilities, threshold)),
             ("Precision-recall curve", plots.precision_recall_figure(labels, probabilities, threshold)),

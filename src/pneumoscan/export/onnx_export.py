@@ -14,7 +14,10 @@ which also needs ``onnxruntime``); the metadata then says so under ``quantizatio
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -133,6 +136,25 @@ def _check_opset(onnx_lib: ModuleType, opset: int | None) -> None:
         raise PneumoscanError(f"ONNX opset {opset} is not supported; choose {MIN_OPSET} to {highest}")
 
 
+class _NoTorchvisionNote(logging.Filter):
+    """Drops torch's "torchvision is not installed. Skipping torchvision::nms" (one per torchvision
+    op, on every export without torchvision): pneumoscan's networks use no torchvision op."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "torchvision is not installed" not in record.getMessage()
+
+
+@contextmanager
+def _without_torchvision_notes() -> Iterator[None]:
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    note = _NoTorchvisionNote()
+    logger.addFilter(note)
+    try:
+        yield
+    finally:
+        logger.removeFilter(note)
+
+
 def _trace(net: XrayNetwork, meta: ModelMeta, opset: int | None) -> onnx.ModelProto:
     """The network (with its gate, if any) as an fp32 eval-mode ONNX graph with a dynamic batch dimension."""
     import torch
@@ -149,16 +171,17 @@ def _trace(net: XrayNetwork, meta: ModelMeta, opset: int | None) -> onnx.ModelPr
         def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
             return self.net.forward_with_gate(x) if gated else self.net(x)
 
-    program = torch.onnx.export(
-        Graph().eval(),
-        (example,),
-        input_names=[INPUT],
-        output_names=[OUTPUT, GATE_OUTPUT] if gated else [OUTPUT],
-        opset_version=opset,
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
-        dynamo=True,
-        verbose=False,
-    )
+    with _without_torchvision_notes():
+        program = torch.onnx.export(
+            Graph().eval(),
+            (example,),
+            input_names=[INPUT],
+            output_names=[OUTPUT, GATE_OUTPUT] if gated else [OUTPUT],
+            opset_version=opset,
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            dynamo=True,
+            verbose=False,
+        )
     assert program is not None  # dynamo=True always returns the program
     model = program.model_proto
     reached = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))

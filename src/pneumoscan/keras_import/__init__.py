@@ -18,8 +18,8 @@ from torch import nn
 
 from pneumoscan.config import ModelConfig, seed_recipe
 from pneumoscan.engines.torch_engine import network_tensors
-from pneumoscan.errors import ModelFileError
-from pneumoscan.keras_import.reader import read_keras
+from pneumoscan.errors import ModelFileError, PneumoscanError
+from pneumoscan.keras_import.reader import keras_weights, read_keras
 from pneumoscan.keras_import.seed_cnn import (
     SeedLayers,
     conv_weights,
@@ -29,7 +29,7 @@ from pneumoscan.keras_import.seed_cnn import (
     norm_weights,
 )
 from pneumoscan.model_file import ModelMeta, save_model
-from pneumoscan.models import build_model
+from pneumoscan.models import build_model, check_model
 from pneumoscan.models.seed_cnn import feature_side
 
 __all__ = ["import_keras"]
@@ -40,7 +40,7 @@ _KINDS = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
 def import_keras(path: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     """Convert the Keras model file ``path`` into the pneumoscan model file ``out``; returns ``out``."""
     source = str(path)
-    keras = read_keras(path)
+    keras = read_keras(path)  # the layers' configs; their weights are read once they are known to fit
     plan = match_seed_cnn(source, keras.layers)
     if feature_side(plan.image_size) < 1 or plan.image_size > 1024:
         raise ModelFileError(f"{source}: input size {plan.image_size} px; seed-cnn takes 94 to 1024 px")
@@ -54,8 +54,14 @@ def import_keras(path: str | os.PathLike[str], out: str | os.PathLike[str]) -> P
             "dense": [int(d.config["units"]) for d in plan.dense[:2]],
         },
     )
+    try:
+        parameters = check_model(config.model, config.preprocess)
+    except PneumoscanError as exc:
+        raise ModelFileError(f"{source}: {exc}") from None
     net = build_model(config.model, config.preprocess)
-    _load(source, net, plan)
+    # float64 arrays at most, plus HDF5's own structures: a weights file larger than this is not the model
+    with keras_weights(keras, max_bytes=8 * parameters + (1 << 20)):
+        _load(source, net, plan)
     meta = ModelMeta(
         model=config.model,
         preprocess=config.preprocess,
@@ -70,24 +76,22 @@ def _load(source: str, net: nn.Module, plan: SeedLayers) -> None:
     """Copy the Keras weights of ``plan`` into ``net`` (a seed-cnn of the same widths)."""
     modules = {kind: [(n, m) for n, m in net.named_modules() if isinstance(m, kind)] for kind in _KINDS}
     arrays: list[tuple[str, str, np.ndarray]] = []  # (Keras layer, state-dict key, value)
-    for (prefix, _), layer in zip(modules[nn.Conv2d], plan.convs, strict=True):
-        kernel, bias = conv_weights(source, layer)
+    for (prefix, conv), layer in zip(modules[nn.Conv2d], plan.convs, strict=True):
+        conv = cast(nn.Conv2d, conv)
+        kernel, bias = conv_weights(source, layer, conv.in_channels, conv.out_channels)
         arrays += [(layer.name, f"{prefix}.weight", kernel), (layer.name, f"{prefix}.bias", bias)]
     for (prefix, norm), layer in zip(modules[nn.BatchNorm2d], plan.norms, strict=True):
-        values = norm_weights(source, layer, float(cast(nn.BatchNorm2d, norm).eps))
+        norm = cast(nn.BatchNorm2d, norm)
+        values = norm_weights(source, layer, norm.num_features, float(norm.eps))
         arrays += [(layer.name, f"{prefix}.{key}", value) for key, value in values.items()]
     side, last_width = feature_side(plan.image_size), int(plan.convs[-1].config["filters"])
-    for i, ((prefix, _), layer) in enumerate(zip(modules[nn.Linear], plan.dense, strict=True)):
-        weight, bias = dense_weights(source, layer)
-        if i == 0 and weight.shape[1] == side * side * last_width:
+    for i, ((prefix, linear), layer) in enumerate(zip(modules[nn.Linear], plan.dense, strict=True)):
+        linear = cast(nn.Linear, linear)
+        weight, bias = dense_weights(source, layer, linear.in_features, linear.out_features)
+        if i == 0:
             weight = nhwc_to_nchw_columns(weight, side, last_width)
         arrays += [(layer.name, f"{prefix}.weight", weight), (layer.name, f"{prefix}.bias", bias)]
     state = net.state_dict()
-    for name, key, value in arrays:
-        if value.shape != state[key].shape:
-            raise ModelFileError(
-                f"{source}: layer '{name}' holds weights of shape {value.shape} where seed-cnn at "
-                f"{plan.image_size} px needs {tuple(state[key].shape)}; the file is damaged or inconsistent"
-            )
+    for _, key, value in arrays:  # every shape was checked before it was read
         state[key] = torch.as_tensor(value, dtype=torch.float32)
     net.load_state_dict(state)

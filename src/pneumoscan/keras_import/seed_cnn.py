@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -38,10 +38,16 @@ class SeedLayers:
     dense: list[KerasLayer]
 
 
-def _pair(value: object) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    return tuple(value) if isinstance(value, list | tuple) else (int(value),) * 2  # type: ignore[call-overload]
+def _pair(value: object) -> object:
+    """A Keras size field as a tuple (``3`` means ``(3, 3)``); anything else is returned as it is."""
+    if isinstance(value, list | tuple):
+        return tuple(value)
+    return (value, value) if _positive(value) else value
+
+
+def _positive(value: object) -> bool:
+    """Whether ``value`` is a positive integer (a layer size)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 _PAIRS = ("kernel_size", "strides", "pool_size", "dilation_rate")
@@ -65,6 +71,8 @@ def _kind(*kinds: str) -> Check:
 def _conv(layer: KerasLayer) -> str | None:
     if layer.kind != "Conv2D":
         return f"a {layer.kind} layer"
+    if not _positive(layer.config.get("filters")):
+        return f"filters {layer.config.get('filters')!r}"
     return _differs(
         layer,
         kernel_size=(3, 3),
@@ -109,8 +117,9 @@ def _dense(activation: str, units: int | None = None) -> Check:
     def check(layer: KerasLayer) -> str | None:
         if layer.kind != "Dense":
             return f"a {layer.kind} layer"
-        if units is not None and layer.config.get("units") != units:
-            return f"units {layer.config.get('units')!r}"
+        got = layer.config.get("units")
+        if not _positive(got) or (units is not None and got != units):
+            return f"units {got!r}"
         return _differs(layer, activation=frozenset({activation, "linear"}))
 
     return check
@@ -170,10 +179,13 @@ def match_seed_cnn(source: str, layers: list[KerasLayer]) -> SeedLayers:
 
 def _input_shape(source: str, layers: list[KerasLayer]) -> tuple[int, int]:
     """(side, channels) of the model's input: the InputLayer's or the first layer's batch shape."""
-    shape = None
+    shape: Any = None
     for layer in layers[:2]:
         shape = shape or layer.config.get("batch_shape") or layer.config.get("batch_input_shape")
-    if not shape or len(shape) != 4 or shape[1] != shape[2] or shape[3] not in (1, 3) or shape[1] is None:
+    square = (
+        isinstance(shape, list | tuple) and len(shape) == 4 and _positive(shape[1]) and shape[1] == shape[2]
+    )
+    if not square or shape[3] not in (1, 3):
         raise ModelFileError(
             f"{source}: input shape {shape!r} is not a fixed square image of 1 or 3 channels "
             "(batch, side, side, channels); import-keras needs the notebook's fixed input size"
@@ -181,27 +193,39 @@ def _input_shape(source: str, layers: list[KerasLayer]) -> tuple[int, int]:
     return int(shape[1]), int(shape[3])
 
 
-def _weights(source: str, layer: KerasLayer, roles: list[str]) -> dict[str, np.ndarray]:
+def _weights(source: str, layer: KerasLayer, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """The weight arrays of ``layer`` by role, each checked against its shape in ``shapes`` (Keras
+    order) before it is read, so a file that declares huge arrays is refused without reading them."""
+    roles = list(shapes)
     if len(layer.weights) != len(roles):
         raise ModelFileError(
             f"{source}: layer '{layer.name}' has {len(layer.weights)} weight arrays, expected "
             f"{len(roles)} ({', '.join(roles)}); the file is damaged or incomplete"
         )
+    for role, array in zip(roles, layer.weights, strict=True):
+        shape, kind = tuple(array.shape), getattr(array.dtype, "kind", "")
+        if shape != shapes[role] or kind not in "fiu":
+            raise ModelFileError(
+                f"{source}: layer '{layer.name}' declares its {role} as {shape} {array.dtype} where "
+                f"seed-cnn needs {shapes[role]} numbers; the file is damaged or inconsistent"
+            )
     return {role: np.asarray(w, dtype=np.float64) for role, w in zip(roles, layer.weights, strict=True)}
 
 
-def conv_weights(source: str, layer: KerasLayer) -> tuple[np.ndarray, np.ndarray]:
-    """Kernel in OIHW order and bias of a Conv2D layer."""
-    use_bias = layer.config.get("use_bias", True)
-    w = _weights(source, layer, ["kernel", "bias"] if use_bias else ["kernel"])
+def _with_bias(layer: KerasLayer, kernel: tuple[int, ...], out: int) -> dict[str, tuple[int, ...]]:
+    return {"kernel": kernel, **({"bias": (out,)} if layer.config.get("use_bias", True) else {})}
+
+
+def conv_weights(source: str, layer: KerasLayer, cin: int, cout: int) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel in OIHW order and bias of a 3x3 Conv2D layer from ``cin`` to ``cout`` channels."""
+    w = _weights(source, layer, _with_bias(layer, (3, 3, cin, cout), cout))
     kernel = w["kernel"].transpose(3, 2, 0, 1)
     return kernel, w.get("bias", np.zeros(kernel.shape[0]))
 
 
-def dense_weights(source: str, layer: KerasLayer) -> tuple[np.ndarray, np.ndarray]:
-    """Weight in (out, in) order and bias of a Dense layer."""
-    use_bias = layer.config.get("use_bias", True)
-    w = _weights(source, layer, ["kernel", "bias"] if use_bias else ["kernel"])
+def dense_weights(source: str, layer: KerasLayer, inputs: int, outputs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Weight in (out, in) order and bias of a Dense layer from ``inputs`` to ``outputs`` units."""
+    w = _weights(source, layer, _with_bias(layer, (inputs, outputs), outputs))
     weight = w["kernel"].T
     return weight, w.get("bias", np.zeros(weight.shape[0]))
 
@@ -212,13 +236,16 @@ def nhwc_to_nchw_columns(weight: np.ndarray, side: int, channels: int) -> np.nda
     return weight.reshape(out, side, side, channels).transpose(0, 3, 1, 2).reshape(out, -1)
 
 
-def norm_weights(source: str, layer: KerasLayer, torch_eps: float) -> dict[str, np.ndarray]:
-    """weight, bias, running_mean and running_var of a BatchNormalization layer for torch's epsilon."""
+def norm_weights(source: str, layer: KerasLayer, n: int, torch_eps: float) -> dict[str, np.ndarray]:
+    """weight, bias, running_mean and running_var of a BatchNormalization layer of ``n`` channels
+    for torch's epsilon."""
     scale, center = layer.config.get("scale", True), layer.config.get("center", True)
-    roles = ["gamma"] * scale + ["beta"] * center + ["moving_mean", "moving_variance"]
-    w = _weights(source, layer, roles)
-    n = w["moving_mean"].shape[0]
-    eps = float(layer.config.get("epsilon", 1e-3))
+    roles = ["gamma"] * bool(scale) + ["beta"] * bool(center) + ["moving_mean", "moving_variance"]
+    w = _weights(source, layer, dict.fromkeys(roles, (n,)))
+    epsilon = layer.config.get("epsilon", 1e-3)
+    if not isinstance(epsilon, int | float) or not epsilon >= 0:
+        raise ModelFileError(f"{source}: layer '{layer.name}' has epsilon {epsilon!r}; the file is damaged")
+    eps = float(epsilon)
     return {
         "weight": w.get("gamma", np.ones(n)),
         "bias": w.get("beta", np.zeros(n)),

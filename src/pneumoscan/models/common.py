@@ -6,6 +6,17 @@ import torch
 from torch import nn
 
 
+def sizes(name: str, values: object, count: int | None = None) -> list[int]:
+    """``values`` as a list of positive layer sizes (``count`` of them, if given); ValueError otherwise."""
+    if not isinstance(values, list | tuple) or not values or (count is not None and len(values) != count):
+        raise ValueError(
+            f"{name} must be a list of {count or 'one or more'} positive integers, got {values!r}"
+        )
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+        raise ValueError(f"{name} must be positive integers, got {values!r}")
+    return list(values)
+
+
 class InputNormalization(nn.Module):
     """The network's first layer: the ``normalization`` of :class:`~pneumoscan.config.PreprocessConfig`.
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pneumoscan.models.common import InputNormalization, XrayNetwork
+from pneumoscan.models.common import InputNormalization, XrayNetwork, sizes
 from pneumoscan.models.registry import register
 
 
@@ -53,6 +53,11 @@ class PneumoResNet(XrayNetwork):
     ) -> None:
         super().__init__()
         del image_size  # fully convolutional: any input size works
+        widths = sizes("widths", widths)
+        (blocks,) = sizes("blocks", [blocks])
+        (stem_stride,) = sizes("stem_stride", [stem_stride])
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.normalize = InputNormalization(normalization)
         self.stem = nn.Sequential(_conv_bn(in_channels, widths[0], stride=stem_stride), nn.ReLU())
         strides = list(strides) if strides is not None else [1] + [2] * (len(widths) - 1)

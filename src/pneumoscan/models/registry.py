@@ -20,6 +20,8 @@ from pneumoscan.hardware import reuse_freed_memory
 from pneumoscan.models.common import XrayNetwork
 
 _REGISTRY: dict[str, type[XrayNetwork]] = {}
+# Largest network built (400 MB of fp32 weights); the bundled model has 1.2M parameters, seed-cnn 2.1M
+MAX_PARAMETERS = 100_000_000
 M = TypeVar("M", bound=type[XrayNetwork])
 
 
@@ -39,13 +41,37 @@ def available_architectures() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def check_model(model: ModelConfig, preprocess: PreprocessConfig) -> int:
+    """The parameter count of the network ``model`` describes, built without memory (torch's ``meta``
+    device); refuses unknown architectures, options they reject and networks over :data:`MAX_PARAMETERS`.
+    """
+    import torch
+
+    with torch.device("meta"):
+        net = _construct(model, preprocess)
+    count = sum(p.numel() for p in net.parameters())
+    if count > MAX_PARAMETERS:
+        raise PneumoscanError(
+            f"architecture {model.architecture!r} with options {model.options} has {count:,} parameters, "
+            f"over the limit of {MAX_PARAMETERS:,} ({count * 4 / 2**30:.1f} GiB of weights); "
+            "use smaller options"
+        )
+    return count
+
+
 def build_model(model: ModelConfig, preprocess: PreprocessConfig) -> XrayNetwork:
     """Instantiate the architecture named in ``model`` for inputs described by ``preprocess``.
 
-    Building a network is where large tensors begin, so this also sets the allocator up for them
-    (:func:`pneumoscan.hardware.reuse_freed_memory`).
+    The network is checked first (:func:`check_model`), so bad or huge options fail before any
+    memory is allocated. Building a network is where large tensors begin, so this also sets the
+    allocator up for them (:func:`pneumoscan.hardware.reuse_freed_memory`).
     """
+    check_model(model, preprocess)
     reuse_freed_memory()
+    return _construct(model, preprocess)
+
+
+def _construct(model: ModelConfig, preprocess: PreprocessConfig) -> XrayNetwork:
     _load_builtins()
     try:
         cls: Callable[..., XrayNetwork] = _REGISTRY[model.architecture]
@@ -60,9 +86,10 @@ def build_model(model: ModelConfig, preprocess: PreprocessConfig) -> XrayNetwork
             normalization=preprocess.normalization,
             **model.options,
         )
-    except TypeError as exc:
+    except (TypeError, ValueError, IndexError, OverflowError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise PneumoscanError(
-            f"architecture {model.architecture!r}: bad options {model.options} ({exc})"
+            f"architecture {model.architecture!r}: bad options {model.options} ({reason})"
         ) from exc
     if model.gate:
         net.attach_gate()

@@ -9,7 +9,7 @@ from typing import cast
 import torch
 from torch import nn
 
-from pneumoscan.models.common import InputNormalization, XrayNetwork
+from pneumoscan.models.common import InputNormalization, XrayNetwork, sizes
 from pneumoscan.models.registry import register
 
 WIDTHS = (32, 64, 64, 128, 256)
@@ -69,8 +69,7 @@ class SeedCNN(XrayNetwork):
         dense: Sequence[int] = DENSE,
     ) -> None:
         super().__init__()
-        if len(widths) != len(DROPOUTS) or len(dense) != 2:
-            raise ValueError(f"seed-cnn needs {len(DROPOUTS)} widths and 2 dense sizes")
+        widths, dense = sizes("widths", widths, len(DROPOUTS)), sizes("dense", dense, 2)
         self.normalize = InputNormalization(normalization)
         inputs = [in_channels, *widths[:-1]]
         blocks = zip(inputs, widths, DROPOUTS, strict=True)

@@ -58,11 +58,6 @@ def _read_header(path: str) -> Dataset:
 
 def _save(dataset: Dataset, out: Path) -> Path:
     target = out / f"{dataset.SOPInstanceUID}.dcm"
-    try:
-        with atomic_path(target) as tmp:
-            dataset.save_as(tmp, enforce_file_format=True)
-    except OSError as exc:
-        raise PneumoscanError(
-            f"{target}: cannot write the DICOM result ({exc.strerror or exc}); choose another folder"
-        ) from None
+    with atomic_path(target) as tmp:  # a full disk: one line naming the file (pydicom adds a traceback)
+        dataset.save_as(tmp, enforce_file_format=True)
     return target

@@ -39,7 +39,7 @@ from pneumoscan.serve.docs import install_docs
 from pneumoscan.serve.errors import install_error_handlers
 from pneumoscan.serve.inference import InferenceService, Outcome
 from pneumoscan.serve.limits import InFlightLimit, within
-from pneumoscan.serve.model_card_text import INTENDED_USE, LIMITS
+from pneumoscan.serve.model_card_text import INTENDED_USE, model_limits
 from pneumoscan.serve.schemas import (
     ErrorDetail,
     Health,
@@ -223,7 +223,7 @@ def _model_info(service: InferenceService, max_upload_bytes: int, max_pixels: in
         package_version=meta.package_version,
         server_version=__version__,
         intended_use=INTENDED_USE,
-        limits=list(LIMITS),
+        limits=model_limits(meta),
         upload_limits=upload_limits,
     )
 

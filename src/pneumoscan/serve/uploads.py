@@ -119,9 +119,11 @@ class UploadArchive:
             if self.used + len(upload.data) > self.max_bytes:
                 if not self._full_said:
                     _log.warning(
-                        "%s holds %d MiB, its cap: further uploads are not kept",
+                        "%s holds %.1f MiB; with this upload it would pass its cap of %g MiB: "
+                        "further uploads are not kept",
                         self.directory,
-                        self.used // 2**20,
+                        self.used / 2**20,
+                        self.max_bytes / 2**20,
                     )
                     self._full_said = True
                 return None

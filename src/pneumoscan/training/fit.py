@@ -36,6 +36,7 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from torch import nn
 
@@ -45,13 +46,14 @@ from pneumoscan.classes import present_classes
 from pneumoscan.config import Config
 from pneumoscan.data.datamodule import XrayDataModule
 from pneumoscan.engines.torch_engine import TorchEngine, load_network, network_tensors
-from pneumoscan.errors import DataError, PneumoscanError
+from pneumoscan.errors import DataError, PneumoscanError, os_error
 from pneumoscan.evaluation import plots
 from pneumoscan.evaluation.metrics import binary_metrics
 from pneumoscan.evaluation.other import other_metrics
 from pneumoscan.hardware import lightning_precision
 from pneumoscan.model_file import ModelMeta, save_model
 from pneumoscan.model_source import resolve_model
+from pneumoscan.models import check_model
 from pneumoscan.predict import Predictor
 from pneumoscan.progress import live_bars
 from pneumoscan.synthetic import is_synthetic
@@ -61,6 +63,7 @@ from pneumoscan.training.module import MONITOR_MODES, XrayClassifier
 from pneumoscan.training.run_dir import (
     CONFIG_FILE,
     MODEL_FILE,
+    AtomicCheckpointIO,
     check_run_dir,
     locked_run_dir,
     read_checkpoint,
@@ -113,30 +116,16 @@ def _train(
     initial = None if init_from is None or resume else _initial_network(init_from, config or Config())
     config, checkpoint_path = check_run_dir(run_dir, _with_sources(config or Config(), data, resume), resume)
     checkpoint = read_checkpoint(checkpoint_path) if checkpoint_path is not None else None
+    check_model(config.model, config.preprocess)  # before any data is decoded
     L.seed_everything(config.train.seed, workers=True, verbose=False)
-    sources = _sources(data) or config.data.sources
-    data_module = XrayDataModule(sources, config, progress)
-    data_module.prepare_data()
     clock = RunClock()
     if checkpoint is not None:
         _keep_metrics_log(run_dir)
     bars = live_bars(progress, sys.stdout)
-    with quiet_lightning():
-        trainer = L.Trainer(
-            max_epochs=config.train.max_epochs,
-            max_steps=config.train.max_steps,
-            accelerator=config.train.accelerator,
-            devices=_devices(config.train.devices),
-            num_nodes=config.train.num_nodes,
-            strategy=config.train.strategy,
-            precision=lightning_precision(config.train.precision, config.train.accelerator),  # type: ignore[arg-type]
-            callbacks=[*_callbacks(run_dir, config, progress, bars), clock],
-            logger=CSVLogger(run_dir, name="logs", version=""),
-            enable_progress_bar=bars,
-            enable_model_summary=False,
-            log_every_n_steps=10,
-            deterministic=False,
-        )
+    trainer = _trainer(config, run_dir, progress, bars, clock)
+    sources = _sources(data) or config.data.sources
+    data_module = XrayDataModule(sources, config, progress)
+    data_module.prepare_data()
     config = _fit_batch_to_data(config, len(data_module.dataset("train")), trainer)
     data_module.config = config
     if checkpoint is None:
@@ -152,7 +141,8 @@ def _train(
     if model_summary:
         print(ModelSummary(module, max_depth=2), flush=True)
     with quiet_lightning():
-        _fit(trainer, module, data_module, str(checkpoint_path) if checkpoint_path is not None else None)
+        checkpoint_arg = str(checkpoint_path) if checkpoint_path is not None else None
+        _fit(trainer, module, data_module, checkpoint_arg, run_dir)
     if trainer.global_step == 0:
         raise DataError(
             f"{', '.join(sources)}: training took no optimiser step "
@@ -178,6 +168,36 @@ def _train(
     model_path = _finish(run_dir, module, data_module, config, metrics, all(map(is_synthetic, sources)))
     _plots(run_dir, data_module, history)
     return TrainResult(run_dir, model_path, metrics, history)
+
+
+def _trainer(config: Config, run_dir: Path, progress: bool, bars: bool, clock: RunClock) -> L.Trainer:
+    """Lightning's Trainer for ``config``; settings it refuses (an accelerator this machine lacks, an
+    unknown strategy) are one line naming them."""
+    try:
+        with quiet_lightning():
+            return L.Trainer(
+                max_epochs=config.train.max_epochs,
+                max_steps=config.train.max_steps,
+                accelerator=config.train.accelerator,
+                devices=_devices(config.train.devices),
+                num_nodes=config.train.num_nodes,
+                strategy=config.train.strategy,
+                precision=lightning_precision(config.train.precision, config.train.accelerator),  # type: ignore[arg-type]
+                callbacks=[*_callbacks(run_dir, config, progress, bars), clock],
+                plugins=[AtomicCheckpointIO()],
+                logger=CSVLogger(run_dir, name="logs", version=""),
+                enable_progress_bar=bars,
+                enable_model_summary=False,
+                log_every_n_steps=10,
+                deterministic=False,
+            )
+    except (MisconfigurationException, ValueError, RuntimeError) as exc:
+        first = " ".join(str(exc).split()).split(". ")[0][:200]
+        raise PneumoscanError(
+            f"cannot train with accelerator {config.train.accelerator!r}, devices {config.train.devices!r}, "
+            f"strategy {config.train.strategy!r} on this machine ({first}); "
+            "check --accelerator, --devices and --strategy"
+        ) from exc
 
 
 def _sources(data: str | Path | Sequence[str | Path] | None) -> list[str]:
@@ -298,7 +318,9 @@ def _keep_metrics_log(run_dir: Path) -> None:
         log.rename(log.with_name(f"metrics-part{parts + 1:02d}.csv"))
 
 
-def _fit(trainer: L.Trainer, module: XrayClassifier, data: XrayDataModule, ckpt_path: str | None) -> None:
+def _fit(
+    trainer: L.Trainer, module: XrayClassifier, data: XrayDataModule, ckpt_path: str | None, run_dir: Path
+) -> None:
     """``trainer.fit`` with Ctrl+C surfacing as KeyboardInterrupt.
 
     Lightning turns KeyboardInterrupt into ``sys.exit(1)`` and ignores SIGINT from then on, which
@@ -307,6 +329,8 @@ def _fit(trainer: L.Trainer, module: XrayClassifier, data: XrayDataModule, ckpt_
     sigint = signal.getsignal(signal.SIGINT)
     try:
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+    except OSError as exc:  # Lightning's own log files (logs/metrics.csv) on a full disk: name the run
+        raise os_error(exc, run_dir) from exc
     except SystemExit:
         if not trainer.interrupted:
             raise
@@ -345,7 +369,7 @@ def _history(run_dir: Path) -> pd.DataFrame:
     if "epoch" in history:  # the learning rate is logged at the start of an epoch, before its epoch number
         history["epoch"] = history["epoch"].bfill()
         history = history.groupby("epoch").first().reset_index().astype({"epoch": int})
-    history.to_csv(run_dir / "history.csv", index=False)
+    atomic_write_text(run_dir / "history.csv", history.to_csv(index=False))
     return history
 
 
@@ -371,7 +395,7 @@ def _finish(
         explain=config.explain,
         film_classes=present_classes(data.rows["train"]["class_name"]),
     )
-    predictor = Predictor(TorchEngine(meta, module.net.cpu().float(), config.train.precision))
+    predictor = Predictor(TorchEngine(meta, module.net.cpu().float()))  # fp32, as predict runs it
     val = data.dataset("val")
     logits, gate_logits = predictor.outputs(np.asarray(val.pixels))
     temperature = fit_temperature(logits, val.labels) if config.calibration.temperature_scaling else 1.0

@@ -9,6 +9,7 @@ launching process of a run takes it: the other ranks of a distributed run share 
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 from collections.abc import Iterator
@@ -16,6 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from pneumoscan.atomic import atomic_path, output_folder
 from pneumoscan.config import Config
 from pneumoscan.errors import RunFolderError
 
@@ -45,7 +49,7 @@ def locked_run_dir(run_dir: Path) -> Iterator[None]:
         yield
         return
     created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(run_dir)
     lock = run_dir / LOCK_FILE
     fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
@@ -93,6 +97,23 @@ def check_run_dir(run_dir: Path, config: Config | None, resume: bool) -> tuple[C
             "epoch ended); start it again without --resume"
         )
     return Config.load(saved), checkpoint
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, writing through :func:`pneumoscan.atomic.atomic_path`.
+
+    Lightning's own writes each checkpoint under the temporary folder and moves it into place, which
+    crosses file systems (a copy: not atomic) and names no file when the disk is full; here a
+    checkpoint is written beside its destination and renamed, and a failed write is one line naming it.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        import torch
+
+        buffer = io.BytesIO()  # torch.save to a file reports a full disk as a zip RuntimeError
+        torch.save(checkpoint, buffer)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(buffer.getbuffer())
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
