@@ -306,9 +306,9 @@ def seed_recipe() -> Config:
 
 
 def default_recipe() -> Config:
-    """The bundled model's recipe: grayscale 128 px, small ResNet with a gate, shift-robust augmentation,
-    sites drawn equally often with both classes equally likely at each, one threshold chosen for the
-    worst site."""
+    """The bundled model's recipe: grayscale 128 px, small ResNet whose last stage keeps an 8 x 8 map (for
+    heat maps), with a gate, shift-robust augmentation, sites drawn equally often with both classes
+    equally likely within each view of each site, one threshold chosen for the worst site."""
     return Config(
         recipe="default",
         preprocess=PreprocessConfig(image_size=128, channels=1, crop_fraction=0.8, normalization="zscore"),
@@ -326,9 +326,11 @@ def default_recipe() -> Config:
             noise=0.05,
             erasing=0.3,
         ),
-        data=DataConfig(val_fraction=0.1, site_balance=1.0, balanced_sampling=True),
+        data=DataConfig(val_fraction=0.1, site_balance=1.0, balanced_sampling=True, balance_views=True),
         model=ModelConfig(
-            architecture="pneumo-resnet", options={"stem_stride": 4, "widths": [24, 48, 96, 192]}, gate=True
+            architecture="pneumo-resnet",
+            options={"stem_stride": 4, "widths": [24, 48, 96, 96], "strides": [1, 2, 2, 1]},
+            gate=True,
         ),
         train=TrainConfig(
             optimizer="adamw",
