@@ -226,7 +226,7 @@ def test_int8_export_keeps_the_predictions(
 ) -> None:
     out = tmp_path / "int8.onnx"
     calibration = synthetic_data / "train"
-    args = ["export", str(trained_model), str(out), "--int8", str(calibration), "--calibration-images", "120"]
+    args = ["export", str(trained_model), str(out), "--int8", str(calibration), "--calibration-images", "40"]
     assert main(args) == 0
     graph = onnx.load(out)
     ops = [node.op_type for node in graph.graph.node]

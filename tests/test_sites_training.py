@@ -13,6 +13,7 @@ from conftest import tiny_config
 from pneumoscan.cli import main
 from pneumoscan.config import Config
 from pneumoscan.data.datamodule import XrayDataModule
+from pneumoscan.evaluation.metrics import MIN_FILMS
 from pneumoscan.synthetic import make_synthetic_csv_site, make_synthetic_dataset
 
 SITES = ("kermany", "nih")
@@ -78,6 +79,9 @@ def test_per_site_metrics_match_the_final_model(run: Path) -> None:
     for site in SITES:
         measured = summary["validation_per_site"][site]
         assert measured["images"] > 0
+        if measured["images"] < MIN_FILMS:  # too few for a reported ROC-AUC: the headline's rule
+            assert measured["roc_auc"] is None
+            continue
         assert last[f"val_auc_{site}"] == pytest.approx(measured["roc_auc"], abs=1e-4)
     assert sum(summary["validation_per_site"][s]["images"] for s in SITES) == summary["val_images"]
 
