@@ -228,7 +228,8 @@ def test_pacs_files_sr_and_heatmap_into_the_study_once(
         film = films[str(source.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)]
         assert report.StudyInstanceUID == study_uid and report.PatientID == "PNEUMO-1"
         numbers = _numbers(report)
-        assert numbers[PROBABILITY] == pytest.approx(expected[str(film)], abs=1e-9)
+        # predict ran both films in one float32 batch, pacs one at a time: the last bits may differ
+        assert numbers[PROBABILITY] == pytest.approx(expected[str(film)], abs=1e-6)
         assert 0 < numbers[THRESHOLD] < 1
         assert _dciodvfy_errors(report, tmp_path) == []
     for capture in captures:

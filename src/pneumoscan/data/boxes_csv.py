@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pneumoscan.data.csv_file import read_user_csv
 from pneumoscan.errors import DataError
 
 COLUMNS = ("path", "x", "y", "width", "height")
@@ -31,7 +32,7 @@ def read_boxes_csv(csv_path: str | Path, films: Iterable[str]) -> pd.DataFrame:
     Columns: ``path`` (absolute, normalised), ``x``, ``y``, ``width``, ``height`` (float) and ``line``.
     """
     csv_path = Path(csv_path)
-    raw = _read(csv_path)
+    raw = read_user_csv(csv_path, "boxes CSV", _EXPECTED)
     raw.columns = [name.strip().lower() for name in raw.columns]
     missing = [name for name in COLUMNS if name not in raw.columns]
     if missing:
@@ -56,18 +57,6 @@ def check_inside(boxes: pd.DataFrame, film_height: int, film_width: int, csv_pat
             f"height={row['height']:g} reaches outside {row['path']} ({film_width}x{film_height} pixels); "
             "boxes are in the film's own pixels"
         )
-
-
-def _read(csv_path: Path) -> pd.DataFrame:
-    if not csv_path.is_file():
-        raise DataError(f"{csv_path}: boxes CSV not found")
-    try:
-        return pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{csv_path}: the CSV is empty; {_EXPECTED}") from None
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        detail = " ".join(str(exc).split())[:160]
-        raise DataError(f"{csv_path}: not a readable CSV ({detail}); {_EXPECTED}") from None
 
 
 def _numbers(frame: pd.DataFrame, name: str, csv_path: Path) -> pd.Series:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pneumoscan.classes import OTHER, accepted_labels, film_class, target_of
+from pneumoscan.data.csv_file import read_user_csv
 from pneumoscan.errors import DataError
 
 REQUIRED = ("path", "label")
@@ -37,7 +38,7 @@ def read_labels_csv(csv_path: str | Path) -> pd.DataFrame:
     every other optional column (empty string where absent; ``age`` as float, NaN where unknown).
     """
     csv_path = Path(csv_path)
-    raw = _read(csv_path)
+    raw = read_user_csv(csv_path, "labels CSV", _EXPECTED)
     raw.columns = [_ALIASES.get(name.strip().lower(), name.strip().lower()) for name in raw.columns]
     missing = [name for name in REQUIRED if name not in raw.columns]
     if missing:
@@ -55,18 +56,6 @@ def read_labels_csv(csv_path: str | Path) -> pd.DataFrame:
     frame["path"] = _paths(frame, csv_path)
     frame["age"] = pd.to_numeric(frame["age"], errors="coerce")
     return frame.reset_index(drop=True)
-
-
-def _read(csv_path: Path) -> pd.DataFrame:
-    if not csv_path.is_file():
-        raise DataError(f"{csv_path}: labels CSV not found")
-    try:
-        return pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{csv_path}: the CSV is empty; {_EXPECTED}") from None
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        detail = " ".join(str(exc).split())[:160]
-        raise DataError(f"{csv_path}: not a readable CSV ({detail}); {_EXPECTED}") from None
 
 
 def _classes(frame: pd.DataFrame, csv_path: Path) -> pd.Series:
