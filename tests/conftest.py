@@ -114,13 +114,16 @@ def full_disk(small_disk: Path) -> Path:
 
 
 @contextmanager
-def served_on_loopback(app: Any) -> Iterator[int]:
-    """``app`` served by uvicorn in a thread on 127.0.0.1 at a free port (yielded), stopped afterwards."""
+def served_on_loopback(app: Any, header_timeout: float = 10.0) -> Iterator[int]:
+    """``app`` served as ``pneumoscan serve`` does, in a thread on 127.0.0.1 at a free port (yielded),
+    stopped afterwards."""
     import uvicorn
+
+    from pneumoscan.serve.protocol import server_config
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(server_config(app, header_timeout=header_timeout, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

@@ -163,8 +163,8 @@ def create_app(
         When no file can be used the request fails with the first file's error; otherwise
         unreadable files come back with ``error`` set.
         """
-        async with in_flight.slot():
-            uploads = await within(body_timeout, read_uploads(request, max_upload_bytes))
+        uploads = await within(body_timeout, read_uploads(request, max_upload_bytes))
+        async with in_flight.slot():  # from the body's arrival: slow senders cannot take every slot
             check_pixel_budget(uploads, max_request_pixels, None if heatmap else model_side, max_pixels)
             outcomes = await service.predict(uploads, heatmap, refuse)
         failed = [outcome for outcome in outcomes if outcome.prediction.error]
