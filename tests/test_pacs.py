@@ -447,3 +447,57 @@ def test_pacs_goes_on_after_a_study_fails(
         rows = pd.read_csv(table, keep_default_na=False).set_index("study_uid")
         assert rows.loc["1.2.3.4", "status"] == "study failed" and "not found" in rows.loc["1.2.3.4", "error"]
         assert rows.loc[uid, "status"] == "stored SR"
+
+
+def _dated_studies(folder: Path, times: list[tuple[str, str | None]]) -> tuple[list[str], list[Path]]:
+    """One single-film study per (StudyDate, StudyTime) pair (None: no StudyTime): UIDs and files."""
+    uids = [generate_uid() for _ in times]
+    files = [
+        _film(folder / f"{index}.dcm", False, study_header(uid, 1, StudyDate=day, StudyTime=clock))
+        for index, (uid, (day, clock)) in enumerate(zip(uids, times, strict=True))
+    ]
+    return uids, files
+
+
+def test_pacs_since_pages_past_an_archive_cap(
+    trained_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An archive answering at most 4 studies per search: all 9 studies since 08:00 on May 1 are done,
+    the one on that day without StudyTime among them; the one at 07:00 that day is not."""
+    times = [("20240501", "070000"), ("20240501", None), ("20240501", "093000")]
+    times += [("20240502", "101500")] * 3 + [("20240503", "111500")] * 2 + [("20240504", "121500")] * 2
+    uids, files = _dated_studies(tmp_path, times)
+    with running_orthanc(tmp_path, LimitFindResults=3) as url:
+        _upload(url, *files)
+        table = tmp_path / "results.csv"
+        code = main(
+            _pacs(url, "--since", "2024-05-01T08:00", "--model", str(trained_model), "--csv", str(table))
+        )
+        err = capsys.readouterr().err
+        assert code == 0, err
+        assert "9 studies since" in err and "capped" not in err
+        import pandas as pd
+
+        rows = pd.read_csv(table, keep_default_na=False)
+        assert sorted(rows["study_uid"]) == sorted(uids[1:])
+        assert set(rows["status"]) == {"stored SR"}
+
+
+def test_pacs_since_reports_a_day_the_archive_caps(
+    trained_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Five studies on one day where the archive answers at most 4: the day is named, what was found is
+    done, and the exit status says something was left out."""
+    uids, files = _dated_studies(tmp_path, [("20240501", "090000")] + [("20240503", "101500")] * 5)
+    with running_orthanc(tmp_path, LimitFindResults=3) as url:
+        _upload(url, *files)
+        table = tmp_path / "results.csv"
+        code = main(_pacs(url, "--since", "2024-05-01", "--model", str(trained_model), "--csv", str(table)))
+        err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err
+        assert "the archive capped results for 2024-05-03;" in err and "--study" in err
+        import pandas as pd
+
+        rows = pd.read_csv(table, keep_default_na=False)
+        assert uids[0] in set(rows["study_uid"]) and len(rows) == 5
+        assert set(rows["status"]) == {"stored SR"}

@@ -60,10 +60,14 @@ def run(args: argparse.Namespace) -> int:
     check_heatmaps(args.model, args)
     password = args.password if args.password is not None else os.environ.get("PNEUMOSCAN_PACS_PASSWORD")
     archive = Archive(args.url, args.user, password)
+    capped: list[str] = []
     if args.since:
         modalities = [m.strip().upper() for m in args.modality.split(",") if m.strip()]
-        studies = archive.find_studies(_since(args.since), modalities)
+        search = archive.find_studies(_since(args.since), modalities)
+        studies, capped = search.uids, search.capped
         print(f"pneumoscan: {len(studies)} studies since {args.since}", file=sys.stderr)
+        for line in capped + search.notes:
+            print(f"pneumoscan: {line}", file=sys.stderr)
     else:
         archive.check()  # a wrong URL or login is one error, not one per study
         studies = args.study
@@ -93,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if failed_studies:
         print(f"pneumoscan: {failed_studies} of {len(studies)} studies failed", file=sys.stderr)
+        return 2
+    if capped:
+        print(f"pneumoscan: the archive capped {len(capped)} search(es); see above", file=sys.stderr)
         return 2
     return 2 if instances and failed == len(instances) else 0
 
