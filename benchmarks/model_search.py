@@ -64,8 +64,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 def sensitivity_rule_threshold(predictor: Predictor, config: Config, train_dir: Path) -> float:
     """Threshold the ``sensitivity`` rule (target 0.98) would pick on this model's validation split."""
     val = XrayDataModule(train_dir, config, progress=False).dataset("val")
-    rule = CalibrationConfig(threshold_rule="sensitivity", target_sensitivity=0.98)
-    return choose_threshold(predictor.probabilities(val.pixels), val.labels, rule)[0]
+    rule = CalibrationConfig(threshold_rule="sensitivity-point", target_sensitivity=0.98)
+    return choose_threshold(predictor.probabilities(val.pixels), val.labels, rule).threshold
 
 
 def run_dir_of(out: Path, name: str) -> Path:

@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# Reproduce the bundled default model: train the `default` recipe on two sites -- the Kermany/Kaggle
-# training films and the NIH ChestX-ray14 films of labels.csv -- with knee X-rays as real negatives of
-# the gate, evaluate on Kermany test-dev and the NIH validation patients, and copy the model file
-# into the package.
-#   bash scripts/train_default.sh [KERMANY_ROOT] [NIH_LABELS_CSV] [NEGATIVES_DIR] [RUN_DIR]
+# Reproduce the bundled default model: train the `default` recipe on four sources -- the Kermany/Kaggle
+# training films, the NIH ChestX-ray14 films of labels.csv, the RSNA radiologist-read films and the clear
+# (opacity 0) NIH films with other findings as negatives of the NIH site -- with knee X-rays as real
+# negatives of the gate, measure every source on films it never trained on, and copy the model file
+# into the package. benchmarks/population_search.py does the training and the measuring (variant
+# "views balanced, fine last stage 96" is the default recipe as it stands).
+#   bash scripts/train_default.sh [SHARED_DATA_DIR] [RUNS_DIR]
 # Defaults: the development machine's copies under ../shared/data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-kermany=${1:-../shared/data/kermany-224}
-nih=${2:-../shared/data/nih-cxr14/labels.csv}
-negatives=${3:-../shared/data/not-chest/knee-xray}
-run=${4:-runs/default-$(date +%Y%m%d-%H%M%S)}
-.venv/bin/pneumoscan train --recipe default --data "$kermany/train" --data "$nih" \
-    --set "gate.negatives=[\"$negatives\"]" --out "$run" --quiet
-.venv/bin/pneumoscan evaluate "$run/model.safetensors" "$kermany/test-dev" --out "$run/test-dev" --quiet
+shared=${1:-../shared/data}
+runs=${2:-runs/populations-$(date +%Y%m%d-%H%M%S)}
+variant="views balanced, fine last stage 96"
+.venv/bin/python benchmarks/population_search.py --shared "$shared" --out "$runs" "$variant"
+run="$runs/views_balanced__fine_last_stage_96"
 mkdir -p src/pneumoscan/bundled
 cp "$run/model.safetensors" src/pneumoscan/bundled/.pneumoscan-default.safetensors.tmp
 mv src/pneumoscan/bundled/.pneumoscan-default.safetensors.tmp src/pneumoscan/bundled/pneumoscan-default.safetensors

@@ -69,3 +69,18 @@ def test_framing_caches_training_wider_and_trains(synthetic_data: Path, tmp_path
     assert data.dataset("val").pixels.shape[1:] == (64, 64)
     result = train(synthetic_data / "train", tmp_path / "run", config, progress=False)
     assert result.model_path is not None and result.model_path.exists()
+
+
+def test_pneumo_resnet_strides_set_the_last_feature_map() -> None:
+    import torch
+
+    from pneumoscan.models.pneumo_resnet import PneumoResNet
+
+    options = {"widths": [8, 16, 32, 64], "stem_stride": 4}
+    coarse = PneumoResNet(1, 128, "zscore", **options)  # type: ignore[arg-type]
+    fine = PneumoResNet(1, 128, "zscore", strides=[1, 2, 2, 1], **options)  # type: ignore[arg-type]
+    x = torch.zeros(1, 1, 128, 128)
+    assert coarse.forward_features(x).shape[-1] == 4 and fine.forward_features(x).shape[-1] == 8
+    assert coarse.state_dict().keys() == fine.state_dict().keys()  # same weights, other resolution
+    with pytest.raises(TypeError, match="strides"):
+        PneumoResNet(1, 128, "zscore", strides=[1, 2], **options)  # type: ignore[arg-type]

@@ -124,6 +124,27 @@ def test_upload_shows_probability_and_heatmap(server_url: str, tmp_path: Path) -
     assert Image.open(io.BytesIO(SCREENSHOT.read_bytes())).size[0] > 0
 
 
+def test_the_page_takes_the_class_names_from_the_api(relabelled_model: Path, tmp_path: Path) -> None:
+    """A model whose output classes are not NORMAL/PNEUMONIA: the page shows its own names."""
+    from conftest import RELABELLED
+    from playwright.sync_api import expect
+
+    image = tmp_path / "chest.png"
+    Image.fromarray(synthetic_film(np.random.default_rng(3), True, size=128)).save(image)
+    with (
+        served_on_loopback(create_app(Predictor.load(relabelled_model))) as port,
+        offline_page(tmp_path) as page,
+    ):
+        page.goto(f"http://127.0.0.1:{port}/")
+        expect(page.locator("#model-facts")).to_contain_text("Threshold")  # /v1/model has been read
+        page.set_input_files("#file", image)
+        label = page.locator(".result .label").first
+        expect(label).to_have_text(re.compile(f"^({'|'.join(RELABELLED)})$"), timeout=30_000)
+        positive = label.inner_text() == RELABELLED[1]
+        expect(label).to_have_class(re.compile("positive" if positive else "negative"))
+        expect(page.locator(".result .threshold").first).to_contain_text(f"The label is {RELABELLED[1]} at")
+
+
 def test_api_docs_render_offline(server_url: str, tmp_path: Path) -> None:
     """/docs draws the API from this server's files alone, under its Content-Security-Policy."""
     from playwright.sync_api import expect

@@ -98,13 +98,13 @@ def test_threshold_rules() -> None:
     probabilities = np.array([0.1, 0.2, 0.3, 0.35, 0.6, 0.7, 0.8, 0.9])
     labels = np.array([0, 0, 0, 1, 0, 1, 1, 1])
     fixed = choose_threshold(probabilities, labels, CalibrationConfig(threshold=0.4))
-    assert fixed[0] == 0.4
+    assert fixed.threshold == 0.4 and fixed.target is None
     sensitive = choose_threshold(
-        probabilities, labels, CalibrationConfig(threshold_rule="sensitivity", target_sensitivity=1.0)
+        probabilities, labels, CalibrationConfig(threshold_rule="sensitivity-point", target_sensitivity=1.0)
     )
-    assert sensitive[0] == 0.35
-    youden, rule = choose_threshold(probabilities, labels, CalibrationConfig(threshold_rule="youden"))
+    assert sensitive.threshold == 0.35 and sensitive.target is not None and sensitive.target.reached
+    youden = choose_threshold(probabilities, labels, CalibrationConfig(threshold_rule="youden"))
     # 0.7: sensitivity 3/4, specificity 4/4 (J = 0.75); 0.35: 4/4 and 3/4 (J = 0.75): the higher one
-    assert youden == 0.7 and "Youden" in rule
+    assert youden.threshold == 0.7 and "Youden" in youden.rule
     one_class = choose_threshold(probabilities, np.ones(8), CalibrationConfig(threshold_rule="youden"))
-    assert one_class[0] == 0.5 and "no normal images" in one_class[1]
+    assert one_class.threshold == 0.5 and "no normal images" in one_class.rule

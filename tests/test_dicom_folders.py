@@ -26,11 +26,13 @@ def test_dicom_files_without_extension_are_found_by_content(tmp_path: Path) -> N
     _film(tmp_path / "IM000001")
     (tmp_path / "series").mkdir()
     uid_named = _film(tmp_path / "series" / "1.2.840.113619.2.55.3.7")
+    _film(tmp_path / "IM000002", preamble=False)  # an old export: no preamble, no file meta
     (tmp_path / "README").write_text("not an image")
     (tmp_path / "notes.txt").write_text("x" * 200 + "DICM")
     (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "noise").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes())
     found = sorted(p.relative_to(tmp_path).as_posix() for p in find_image_files(tmp_path))
-    assert found == ["IM000001", uid_named.relative_to(tmp_path).as_posix()]
+    assert found == ["IM000001", "IM000002", uid_named.relative_to(tmp_path).as_posix()]
 
 
 def test_dicomdir_media_give_their_films_not_the_index(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Grad-CAM heat maps: they point at the evidence, fit every architecture, and reach files and the CLI."""
+"""Heat maps: they point at the evidence, fit every architecture, and reach files and the CLI."""
 
 from __future__ import annotations
 
@@ -12,25 +12,44 @@ from conftest import tiny_config
 from PIL import Image
 
 from pneumoscan.cli import main
+from pneumoscan.config import ExplainConfig
 from pneumoscan.data.imageio import DecodedImage, read_image
 from pneumoscan.engines.torch_engine import network_tensors
 from pneumoscan.errors import PneumoscanError
-from pneumoscan.explain import MAX_OVERLAY_SIDE, explain_files, explain_image, overlay_png
-from pneumoscan.model_file import ModelMeta, save_model
+from pneumoscan.explain import (
+    MAX_OVERLAY_SIDE,
+    explain_files,
+    explain_image,
+    heat_maps,
+    overlay_png,
+    require_torch_engine,
+)
+from pneumoscan.model_file import ModelMeta, read_model, save_model
 from pneumoscan.models import build_model
 from pneumoscan.predict import Predictor
+from pneumoscan.preprocess import prepare, to_model_input
 
 SIDE = 64
 
 
+BLOB_SIGMA = 0.06 * SIDE
+
+
 def blob_film(rng: np.random.Generator, pneumonia: bool) -> np.ndarray:
     """Noise; PNEUMONIA adds a bright blob somewhere in the upper-left quadrant."""
+    return boxed_blob_film(rng, pneumonia)[0]
+
+
+def boxed_blob_film(rng: np.random.Generator, pneumonia: bool) -> tuple[np.ndarray, tuple[float, ...]]:
+    """:func:`blob_film` and the blob's box ``(x, y, width, height)``: its centre +- 2 sigma."""
     image = 0.35 + rng.normal(0, 0.08, (SIDE, SIDE))
+    box: tuple[float, ...] = ()
     if pneumonia:
         yy, xx = np.mgrid[0:SIDE, 0:SIDE]
         cy, cx = rng.uniform(0.12, 0.38, 2) * SIDE
-        image += 0.5 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (0.06 * SIDE) ** 2))
-    return (np.clip(image, 0, 1) * 255).astype(np.uint8)
+        image += 0.5 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * BLOB_SIGMA**2))
+        box = (cx + 0.5 - 2 * BLOB_SIGMA, cy + 0.5 - 2 * BLOB_SIGMA, 4 * BLOB_SIGMA, 4 * BLOB_SIGMA)
+    return (np.clip(image, 0, 1) * 255).astype(np.uint8), box
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +225,97 @@ def test_cli_predict_explain(blob_model: Path, tmp_path: Path, capsys: pytest.Ca
     assert [Path(row["heatmap_path"]).name for row in rows] == ["film0_heatmap.png", "film1_heatmap.png"]
     assert all(Path(row["heatmap_path"]).parent == out for row in rows)
     assert read_image(out / "film0_heatmap.png").pixels.shape[0] == SIDE
+
+
+VARIANTS = [
+    ExplainConfig(),
+    ExplainConfig(method="gradcam++"),
+    ExplainConfig(method="layercam", layers=[-2]),
+    ExplainConfig(layers=[-2, -1], combine="product"),
+    ExplainConfig(method="layercam", layers=[-2, -1], smoothing="shift+flip"),
+]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v.method}{v.layers}{v.combine}-{v.smoothing}")
+def test_every_map_variant_peaks_in_the_blob(blob_model: Path, variant: ExplainConfig) -> None:
+    predictor = Predictor.load(blob_model)
+    predictor.meta.explain = variant
+    rng = np.random.default_rng(11)
+    hits = 0
+    for _ in range(6):
+        film, (x, y, width, height) = boxed_blob_film(rng, True)
+        explanation = explain_image(predictor, decoded(film / 255.0))
+        peak_x, peak_y = explanation.peak_on_film()
+        hits += x <= peak_x < x + width and y <= peak_y < y + height
+    assert hits >= 5
+
+
+def test_evaluate_boxes_finds_the_blob(
+    blob_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Films at twice the model's side, boxes in the films' own pixels: the maps point into them."""
+    rng = np.random.default_rng(7)
+    rows = ["path,x,y,width,height"]
+    for label in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(8):
+            film, box = boxed_blob_film(rng, label == "PNEUMONIA")
+            Image.fromarray(film).resize((2 * SIDE, 2 * SIDE), Image.Resampling.BILINEAR).save(
+                tmp_path / "data" / label / f"f{i}.png"
+            )
+            if box:
+                rows.append(f"data/{label}/f{i}.png," + ",".join(f"{2 * value:.2f}" for value in box))
+    (tmp_path / "boxes.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    args = ["evaluate", str(blob_model), str(tmp_path / "data"), "--boxes", str(tmp_path / "boxes.csv")]
+    assert main([*args, "--quiet", "--out", str(out), "--report"]) == 0
+    assert "pointing game: map peak inside a box on" in capsys.readouterr().out
+    found = json.loads((out / "metrics.json").read_text())["localisation"]
+    chance = (4 * BLOB_SIGMA) ** 2 / SIDE**2
+    assert found["films"] == 8 and found["chance_hit_rate"] == pytest.approx(chance, rel=0.1)
+    assert found["hit_rate"] >= 0.75 and found["mass_in_boxes"] > 2 * chance
+    page = (out / "report.html").read_text()
+    assert "id='localisation'" in page and page.count("peak in a box") >= 2
+
+
+def test_the_model_file_says_which_map_every_path_shows(blob_model: Path, tmp_path: Path) -> None:
+    """explain_image (behind overlays, the report, the web API and the DICOM capture) uses the stored map."""
+    meta, tensors = read_model(blob_model)
+    layercam = ExplainConfig(method="layercam", layers=[-2])
+    stored = save_model(
+        tmp_path / "layercam.safetensors", tensors, meta.model_copy(update={"explain": layercam})
+    )
+    default, chosen = Predictor.load(blob_model), Predictor.load(stored)
+    assert default.meta.explain == ExplainConfig() and chosen.meta.explain == layercam
+    film = decoded(blob_film(np.random.default_rng(3), True) / 255.0)
+    cfg = chosen.meta.preprocess
+    batch = to_model_input(prepare(film, cfg), cfg)
+    explanation = explain_image(chosen, film)
+    expected = (
+        heat_maps(require_torch_engine(chosen), batch, layercam)[0] * explanation.prediction.probability
+    )
+    assert np.allclose(explanation.heatmap, expected, atol=1e-6)
+    assert not np.allclose(explain_image(default, film).heatmap, explanation.heatmap, atol=1e-3)
+
+
+def test_stages_beyond_the_network_are_refused(blob_model: Path) -> None:
+    predictor = Predictor.load(blob_model)
+    predictor.meta.explain = ExplainConfig(layers=[-3, -1])
+    with pytest.raises(
+        PneumoscanError, match=r"explain.layers \[-3, -1\]: this PneumoResNet has 2 feature stages"
+    ):
+        explain_image(predictor, decoded(blob_film(np.random.default_rng(0), True) / 255.0))
+    with pytest.raises(PneumoscanError, match=r"explain\.layers: Value error, distinct negative"):
+        tiny_config().with_overrides(["explain.layers=[0]"])
+
+
+def test_overlays_keep_the_films_resolution(blob_model: Path, tmp_path: Path) -> None:
+    """predict --explain draws on the film as it is (up to 1024 px a side), not on the model's input."""
+    rng = np.random.default_rng(4)
+    small, large = tmp_path / "small.png", tmp_path / "large.png"
+    Image.fromarray(blob_film(rng, True)).resize((150, 200)).save(small)
+    Image.fromarray(blob_film(rng, True)).resize((1500, 1200)).save(large)
+    results = explain_files(Predictor.load(blob_model), [small, large], tmp_path / "maps")
+    sizes = [Image.open(str(result.heatmap_path)).size for result in results]
+    assert sizes[0][1] == 200 and sizes[0][0] > 150  # the film, then its colour bar
+    assert sizes[1][1] == round(1200 * MAX_OVERLAY_SIDE / 1500) and sizes[1][0] > MAX_OVERLAY_SIDE

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import os
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-from dicom_factory import write_compressed_dicom, write_dicom
+from dicom_factory import write_compressed_dicom, write_deflated_dicom, write_dicom
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels import convert_color_space, get_decoder
@@ -305,6 +306,30 @@ def test_dicom_with_corrupt_compressed_data_refused(tmp_path: Path) -> None:
         assert "cannot be decoded" in message
 
 
+def test_deflated_dicom_is_read(tmp_path: Path) -> None:
+    array = gradient()
+    path = write_deflated_dicom(tmp_path / "deflated.dcm", array, padding_mib=2)
+    np.testing.assert_allclose(read_image(path).pixels, array / 255.0, atol=1e-6)
+    assert decoded_size(path.read_bytes()) == (64, 48)
+
+
+def test_deflate_bomb_refused_before_it_is_inflated(tmp_path: Path) -> None:
+    """A few kB of deflate that inflate beyond any image the cap allows: measured, never held."""
+    max_pixels = 64 * 48
+    limit = imageio.max_dataset_bytes(max_pixels)
+    bomb = write_deflated_dicom(tmp_path / "bomb.dcm", gradient(), padding_mib=limit // 2**20 + 8)
+    assert bomb.stat().st_size < 2**20
+    tracemalloc.start()
+    try:
+        message = refused(bomb, max_pixels=max_pixels)
+        assert decoded_size(bomb.read_bytes(), max_pixels=max_pixels) == (0, 0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "deflated DICOM data set inflates to over" in message and "re-export it uncompressed" in message
+    assert peak < limit / 4
+
+
 def test_large_dicom_refused_before_decoding(tmp_path: Path) -> None:
     message = refused(write_dicom(tmp_path / "big.dcm", gradient()), max_pixels=1000)
     assert "64x48 pixels, above the 1000-pixel limit; downscale it first" in message
@@ -464,3 +489,44 @@ def test_unreadable_file_refused(
 def test_bytes_errors_use_the_given_name() -> None:
     with pytest.raises(ImageReadError, match=r"^upload\.jpeg: file is empty"):
         read_image_bytes(b"", "upload.jpeg")
+
+
+def _coded(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+@pytest.mark.parametrize(
+    "body_part", ["CHEST", "THORAX", "TORAX", "TÓRAX", "PECHO", "BRUST", "BRUSTKORB", "POITRINE", "TORACE"]
+)
+def test_chest_in_local_languages_passes_the_header_gate(body_part: str) -> None:
+    dataset = Dataset()
+    dataset.Modality, dataset.BodyPartExamined = "DX", body_part
+    assert imageio.dicom_refusals(dataset) == ()
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        ({"BodyPartExamined": "KNIE"}, "BodyPartExamined is KNIE, not CHEST"),
+        ({"ViewCodeSequence": [_coded("399073003", "SCT", "lateral")]}, "ViewCodeSequence is lateral"),
+        ({"ViewCodeSequence": [_coded("399198007", "SCT", "right lateral")]}, "is right lateral"),
+        ({"ViewCodeSequence": [_coded("R-10236", "SRT", "left lateral")]}, "is left lateral"),
+        ({"Modality": "", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2"}, "says the modality is CT"),
+    ],
+)
+def test_header_gate_refuses_what_only_codes_say(header: dict[str, object], reason: str) -> None:
+    dataset = Dataset()
+    dataset.Modality, dataset.SOPClassUID = "DX", "1.2.840.10008.5.1.4.1.1.1.1"
+    for keyword, value in header.items():
+        setattr(dataset, keyword, value)
+    (refusal,) = imageio.dicom_refusals(dataset)
+    assert reason in refusal
+
+
+def test_header_gate_passes_frontal_codes_and_secondary_captures() -> None:
+    dataset = Dataset()
+    dataset.Modality, dataset.SOPClassUID = "", "1.2.840.10008.5.1.4.1.1.7"  # a digitised film
+    dataset.ViewCodeSequence = [_coded("399348003", "SCT", "postero-anterior")]
+    assert imageio.dicom_refusals(dataset) == ()

@@ -40,7 +40,8 @@ def fake_frame(patients_per_class: int, seed: int = 0) -> pd.DataFrame:
         for p in range(patients_per_class * (1 + 2 * label)):  # three times as many pneumonia patients
             pid = f"{prefix}{p:04d}"
             for k in range(int(rng.integers(1, 5))):
-                rows.append((f"/d/{pid}_{k}.jpeg", "train", label, ["NORMAL", "PNEUMONIA"][label], pid))
+                name = ["NORMAL", "PNEUMONIA"][label]
+                rows.append((f"/d/{pid}_{k}.jpeg", "train", label, name, pid, False))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -241,7 +242,7 @@ def test_file_instead_of_folder(tmp_path: Path) -> None:
 def test_no_class_folders(tmp_path: Path) -> None:
     write_image(tmp_path / "train" / "healthy" / "a.png")
     write_image(tmp_path / "loose.png")
-    with pytest.raises(DataError, match="no NORMAL/ or PNEUMONIA/ folders"):
+    with pytest.raises(DataError, match="no NORMAL/, PNEUMONIA/ or OTHER/ folders"):
         scan_dataset(tmp_path)
 
 

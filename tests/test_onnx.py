@@ -102,6 +102,24 @@ def test_metadata_round_trips(trained_model: Path, onnx_model: Path) -> None:
     assert len(logit.type.tensor_type.shape.dim) == len(gate.type.tensor_type.shape.dim) == 1
 
 
+def test_the_class_names_travel_in_the_export(
+    relabelled_model: Path, synthetic_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import RELABELLED
+
+    out = tmp_path / "relabelled.onnx"
+    assert main(["export", str(relabelled_model), "--format", "onnx", str(out)]) == 0
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert props["class_names"] == ",".join(RELABELLED) and props["film_classes"] == "NORMAL,PNEUMONIA"
+    predictor = Predictor.load(out)
+    assert predictor.engine.name == "onnx" and predictor.classes_ == RELABELLED
+    files = sorted((synthetic_data / "test").rglob("*.jpeg"))[::10]
+    assert {p.label for p in predictor.predict_files(files)} <= set(RELABELLED)
+    capfd.readouterr()
+    assert main(["predict", str(out), *map(str, files), "--json"]) == 0
+    assert {json.loads(line)["label"] for line in capfd.readouterr().out.splitlines()} <= set(RELABELLED)
+
+
 def test_seed_cnn_keeps_its_opset_and_threshold(seed_cnn_files: tuple[Path, Path]) -> None:
     _, exported = seed_cnn_files
     assert {o.version for o in onnx.load(str(exported)).opset_import if o.domain in ("", "ai.onnx")} == {18}

@@ -18,6 +18,7 @@ from pneumoscan.cli import main
 from pneumoscan.data.manifest import scan_dataset
 from pneumoscan.engines.onnx_engine import OnnxEngine
 from pneumoscan.evaluation.evaluate import evaluate
+from pneumoscan.evaluation.intervals import Proportion, lower_bound
 from pneumoscan.model_file import read_meta, read_model
 from pneumoscan.model_source import bundled_model_path
 from pneumoscan.predict import Predictor
@@ -200,3 +201,147 @@ def test_calibrated_probabilities_match_the_predictor(recalibrated: Path, site: 
     np.testing.assert_allclose(
         predictor.probabilities(pixels), calibrated(predictor.logits(pixels), predictor.meta.temperature)
     )
+
+
+def test_the_bound_rule_is_the_default_for_a_target_and_is_recorded(
+    trained_model: Path, site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bound.safetensors"
+    argv = ["calibrate", str(trained_model), str(site), "--out", str(out), "--target-sensitivity", "0.9"]
+    assert main([*argv, "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    [record] = read_meta(out).calibration_history
+    assert (record.rule, record.target, record.confidence, record.forced) == (
+        "sensitivity-bound",
+        0.9,
+        0.95,
+        False,
+    )
+    tp, fn, tn, fp = (record.counts[key] for key in ("tp", "fn", "tn", "fp"))
+    assert tp + fn == 30 and tn + fp == 30
+    # 30 pneumonia films bound 0.9 only when all 30 are flagged: 0.05 ** (1 / 30) = 0.905
+    assert tp == 30 and record.bound == pytest.approx(lower_bound(30, 30, 0.95)) and record.bound >= 0.9
+    assert f"sensitivity {Proportion(tp, 30).text()}" in printed and "specificity " in printed
+    assert (
+        "target sensitivity >= 0.9 at 95% confidence: reached (one-sided Clopper-Pearson lower bound 0.905)"
+        in printed
+    )
+    assert (
+        "95% lower confidence bound (Clopper-Pearson) of calibration sensitivity >= 0.9"
+        in read_meta(out).threshold_rule
+    )
+
+    # evaluate and its report show the operating point's exact intervals and the calibration target
+    report = tmp_path / "report.html"
+    assert main(["evaluate", str(out), str(site), "--quiet", "--report", str(report)]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        f"sensitivity {Proportion(tp, 30).text()}, specificity {Proportion(tn, 30).text()}; Clopper-Pearson"
+        in printed
+    )
+    page = report.read_text()
+    assert "id='operating-point'" in page and f"<td>{tp} / 30</td>" in page
+    assert "sensitivity &ge; 0.9 on 60 films of north: its 95% lower confidence bound reached 0.905" in page
+
+    point = tmp_path / "point.safetensors"
+    assert (
+        main([*argv[:4], str(point), "--rule", "sensitivity-point", "--target-sensitivity", "0.9", "--quiet"])
+        == 0
+    )
+    [record] = read_meta(point).calibration_history
+    assert record.rule == "sensitivity-point" and record.confidence is None and record.bound is None
+
+
+def test_too_few_films_for_the_target_are_refused_with_the_count_needed(
+    trained_model: Path, site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "new.safetensors"
+    argv = [
+        "calibrate",
+        str(trained_model),
+        str(site),
+        "--out",
+        str(out),
+        "--target-sensitivity",
+        "0.95",
+        "--quiet",
+    ]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    [line] = captured.err.splitlines()
+    assert "30 PNEUMONIA calibration films cannot support sensitivity >= 0.95 at 95% confidence" in line
+    assert "it takes at least 59 PNEUMONIA films" in line and "--force" in line
+    assert "NOT reached" in captured.out and not out.exists()
+
+    assert main([*argv, "--force"]) == 0
+    assert "it takes at least 59" in capsys.readouterr().err  # said again, as a warning
+    [record] = read_meta(out).calibration_history
+    assert record.forced and record.bound is not None and record.bound < 0.95 and "FORCED" in record.summary()
+
+
+def test_calibrate_an_onnx_model_with_the_bound_rule_without_torch(
+    exported: Path, site: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "north.onnx"
+    code = (
+        "import sys; from pneumoscan.cli import main; "
+        f"assert main(['calibrate', {str(exported)!r}, {str(site)!r}, '--out', {str(out)!r}, "
+        "'--target-specificity', '0.8', '--confidence', '0.9', '--quiet']) == 0; "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    [record] = OnnxEngine.load(out).meta.calibration_history
+    assert (record.rule, record.target, record.confidence) == ("specificity-bound", 0.8, 0.9)
+    assert record.bound == pytest.approx(lower_bound(record.counts["tn"], 30, 0.9)) and record.bound >= 0.8
+    assert lower_bound(record.counts["tn"] - 1, 30, 0.9) < 0.8  # the lowest threshold that meets it
+
+
+@pytest.fixture
+def not_chest_site(tmp_path: Path) -> Path:
+    """25 NORMAL and 25 PNEUMONIA images that are no chest films (the gate refuses them)."""
+    from PIL import Image
+
+    from pneumoscan.data.negatives import GENERATORS, generate_negatives
+
+    kinds = [kind for kind in GENERATORS if kind in ("text", "chart", "limb", "ct", "skull", "shapes")]
+    images = generate_negatives(len(GENERATORS) * 10, 128, seed=4321)
+    chosen = [image for i, image in enumerate(images) if list(GENERATORS)[i % len(GENERATORS)] in kinds][:50]
+    for i, image in enumerate(chosen):
+        folder = tmp_path / "other" / ("NORMAL" if i % 2 else "PNEUMONIA")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i}.png")
+    return tmp_path / "other"
+
+
+def test_films_the_gate_refuses_are_left_out_and_said(
+    trained_model: Path, not_chest_site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    refused = evaluate(Predictor.load(trained_model), not_chest_site, progress=False).metrics["refused"]
+    assert refused >= 45
+    out = tmp_path / "new.safetensors"
+    assert main(["calibrate", str(trained_model), str(not_chest_site), "--out", str(out), "--quiet"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert f"after leaving out {refused} films the model's gate refuses as not chest films" in line
+    assert not out.exists()
+
+
+def test_films_without_signal_are_refused(
+    trained_model: Path, site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    film = next(site.rglob("*.jpeg"))
+    for name in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / "same" / name).mkdir(parents=True)
+        for i in range(25):
+            shutil.copy(film, tmp_path / "same" / name / f"{i}.jpeg")
+    out = tmp_path / "new.safetensors"
+    argv = ["calibrate", str(trained_model), str(tmp_path / "same"), "--out", str(out), "--quiet"]
+    assert main(argv) == 2
+    *warnings, line = capsys.readouterr().err.splitlines()
+    assert [w for w in warnings if "a degenerate fit" in w] == warnings and len(warnings) == 1
+    # identical films: their logits differ only by the batch's rounding, so the ROC-AUC is near 0.5
+    assert "do not separate NORMAL from PNEUMONIA on these films (ROC-AUC 0." in line and "no signal" in line
+    assert not out.exists()
+    assert main([*argv, "--force"]) == 0
+    said = capsys.readouterr().err
+    assert "no signal" in said and "reached its upper bound 20: a degenerate fit" in said
+    assert read_meta(out).calibration_history[0].forced

@@ -187,3 +187,21 @@ def test_negative_folders_split_every_fifth_file_out_and_name_a_missing_folder(t
     assert len(val) == 2 and len(train) == 8 and not set(train) & set(val)
     with pytest.raises(DataError, match="missing: negatives folder not found"):
         negative_files(tmp_path / "missing", "train")
+
+
+def test_gate_threshold_keeps_every_site_under_its_refusal_share() -> None:
+    import numpy as np
+
+    from pneumoscan.config import GateConfig
+    from pneumoscan.training.gate import choose_gate
+
+    rng = np.random.default_rng(0)
+    usual = rng.uniform(0.0, 0.3, 1000)  # a large site of typical films
+    bedside = rng.uniform(0.2, 0.9, 100)  # a small site of unusual (e.g. bedside) films
+    scores, sites = np.concatenate([usual, bedside]), np.repeat([0, 1], [1000, 100])
+    cfg = GateConfig(max_refused=0.02, min_threshold=0.5)
+    gate = choose_gate(scores, {}, cfg, sites)
+    refused = gate.validation["chest_refused_by_site"]
+    assert refused["0"] <= 0.02 and refused["1"] <= 0.02  # the small site is not sacrificed
+    pooled = choose_gate(scores, {}, cfg)  # without sites: one quantile over all films
+    assert pooled.threshold < gate.threshold and (bedside > pooled.threshold).mean() > 0.02

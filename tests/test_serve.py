@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import served_on_loopback
-from dicom_factory import write_dicom
+from dicom_factory import write_deflated_dicom, write_dicom
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -190,6 +190,25 @@ def test_too_many_pixels_is_413(predictor: Predictor) -> None:
         response = post(client, ("big.png", encode(film(), "PNG")))
     assert response.status_code == 413
     assert "96x96 pixels, above the 5000-pixel limit" in response.json()["detail"]
+
+
+def test_deflate_bomb_is_413_without_inflating_it(predictor: Predictor, tmp_path: Path) -> None:
+    import tracemalloc
+
+    from pneumoscan.data.imageio import max_dataset_bytes
+
+    limit = max_dataset_bytes(5000)
+    bomb = write_deflated_dicom(tmp_path / "bomb.dcm", film(), padding_mib=limit // 2**20 + 8).read_bytes()
+    with TestClient(create_app(predictor, max_pixels=5000)) as client:
+        tracemalloc.start()
+        try:
+            response = post(client, ("bomb.dcm", bomb))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert response.status_code == 413
+    assert "deflated DICOM data set inflates to over" in response.json()["detail"]
+    assert peak < limit / 4
 
 
 def test_oversize_upload_is_413(predictor: Predictor) -> None:
@@ -411,6 +430,17 @@ def test_each_request_has_a_pixel_budget(predictor: Predictor) -> None:
     assert "over this server's budget of 0.02 million per request" in response.json()["detail"]
 
 
+def test_dicom_without_preamble_counts_in_the_pixel_budget(predictor: Predictor, tmp_path: Path) -> None:
+    pixels = (film() * 16).astype(np.uint16)  # 96 x 96 = 9216 pixels
+    bare = write_dicom(tmp_path / "bare", pixels, bits_stored=12, preamble=False).read_bytes()
+    assert bare[128:132] != b"DICM"
+    with TestClient(create_app(predictor, max_request_pixels=20_000)) as client:
+        assert post(client, ("a", bare), ("b", bare)).status_code == 200
+        response = post(client, ("a", bare), ("b", bare), ("c", bare))
+    assert response.status_code == 413
+    assert "over this server's budget of 0.02 million per request" in response.json()["detail"]
+
+
 def test_cut_jpeg_is_refused_by_the_server_too(client: TestClient) -> None:
     noise = np.random.default_rng(0).integers(0, 256, (256, 256), dtype=np.uint8)
     data = encode(noise, "JPEG")
@@ -420,8 +450,10 @@ def test_cut_jpeg_is_refused_by_the_server_too(client: TestClient) -> None:
 
 @pytest.fixture
 def live_server(predictor: Predictor) -> Iterator[int]:
-    """One upload in flight at most and a 1 s body timeout, served by uvicorn on 127.0.0.1 (its port)."""
-    with served_on_loopback(create_app(predictor, max_in_flight=1, body_timeout=1.0)) as port:
+    """One upload in flight at most, 1 s body and header timeouts, served on 127.0.0.1 (its port)."""
+    with served_on_loopback(
+        create_app(predictor, max_in_flight=1, body_timeout=1.0), header_timeout=1.0
+    ) as port:
         yield port
 
 
@@ -455,20 +487,78 @@ def _content_length(data: bytes) -> int:
     return 0
 
 
-def test_slow_bodies_time_out_and_work_in_flight_is_capped(live_server: int) -> None:
-    port = live_server
-    start = b'--XYZ\r\nContent-Disposition: form-data; name="files"; filename="x.png"\r\n\r\n'
-    slow = raw_request(port, start, declared=10_000)  # then never sends the rest
+_PART = b'--XYZ\r\nContent-Disposition: form-data; name="files"; filename="x.png"\r\n\r\n'
+
+
+def whole_upload(port: int) -> socket.socket:
+    """A complete upload of one PNG film, sent at once."""
+    body = _PART + encode(film(), "PNG") + b"\r\n--XYZ--\r\n"
+    return raw_request(port, body, declared=len(body))
+
+
+def test_slow_bodies_time_out_without_blocking_other_uploads(live_server: int) -> None:
+    """Four clients sending their bodies slowly held every slot (503 for all others) until they timed out."""
+    slow = [raw_request(live_server, _PART, declared=10_000) for _ in range(4)]  # never send the rest
     try:
-        threading.Event().wait(0.3)  # let it take the one slot
-        busy = raw_request(port, start, declared=len(start))
-        answer = read_answer(busy)
-        assert answer.startswith("HTTP/1.1 503") and "retry-after: 1" in answer.lower(), answer
-        busy.close()
-        answer = read_answer(slow)
-        assert answer.startswith("HTTP/1.1 408") and "did not arrive within 1 s" in answer, answer
+        threading.Event().wait(0.3)  # their headers are in
+        normal = whole_upload(live_server)
+        answer = read_answer(normal)
+        normal.close()
+        assert answer.startswith("HTTP/1.1 200") and '"probability"' in answer, answer
+        for connection in slow:
+            answer = read_answer(connection)
+            assert answer.startswith("HTTP/1.1 408") and "did not arrive within 1 s" in answer, answer
     finally:
-        slow.close()
+        for connection in slow:
+            connection.close()
+
+
+def test_work_in_flight_is_capped(predictor: Predictor) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    class Held:
+        name = "onnx"
+        meta = predictor.meta
+
+        def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+            entered.set()
+            release.wait(30)
+            return predictor.engine.run(batch)
+
+    with served_on_loopback(create_app(Predictor(Held()), max_in_flight=1)) as port:
+        first = whole_upload(port)
+        try:
+            assert entered.wait(30), "the first upload never reached the model"
+            busy = whole_upload(port)
+            answer = read_answer(busy)
+            busy.close()
+            assert answer.startswith("HTTP/1.1 503") and "retry-after: 1" in answer.lower(), answer
+            release.set()
+            assert read_answer(first).startswith("HTTP/1.1 200")
+        finally:
+            release.set()
+            first.close()
+
+
+def test_slow_headers_are_disconnected(live_server: int) -> None:
+    """A client sending its request headers a byte at a time was never closed."""
+    connection = socket.create_connection(("127.0.0.1", live_server), timeout=0.2)
+    head = b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 100
+    closed = False
+    try:
+        for byte in head:  # 0.2 s a byte: at most 25 s, far beyond the 1 s header timeout
+            try:
+                connection.sendall(bytes([byte]))
+                closed = connection.recv(1) == b""
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+            if closed:
+                break
+    finally:
+        connection.close()
+    assert closed, "the server kept waiting for the headers"
 
 
 def test_serve_port_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -33,7 +33,7 @@ def test_inspect_without_normal_films_gives_no_ratio(
         _film(tmp_path / "data" / "PNEUMONIA" / f"person{i}_virus_1.png", 40 * i)
     assert main(["inspect", str(tmp_path / "data"), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "class imbalance: no NORMAL images" in out and "per NORMAL" not in out
+    assert "class imbalance: only one class, no NORMAL or OTHER images" in out and "per NORMAL" not in out
 
 
 def test_headline_and_groups_share_the_rule_for_a_roc_auc() -> None:

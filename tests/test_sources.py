@@ -205,3 +205,21 @@ def test_config_fields() -> None:
         Config().with_overrides(["data.site_balance=1.5"])
     with pytest.raises(PneumoscanError, match=r"train\.monitor"):
         Config().with_overrides(["train.monitor=val_acc"])
+
+
+def test_view_balanced_sampling_makes_classes_equally_likely_in_every_view() -> None:
+    # One site whose views differ by class (as in RSNA: most normals PA, most opacities AP).
+    views = np.repeat([0, 1], [600, 400])  # 0 = PA, 1 = AP
+    labels = np.concatenate([np.repeat([0, 1], [500, 100]), np.repeat([0, 1], [100, 300])]).astype(np.float32)
+    sites = np.zeros(1000, dtype=int)
+
+    by_site = sampling_weights(labels, sites, True, 1.0)
+    by_view = sampling_weights(labels, sites, True, 1.0, groups=views)
+    assert by_site is not None and by_view is not None
+    for view in (0, 1):
+        in_view = views == view
+        share = by_view[in_view & (labels == 1)].sum() / by_view[in_view].sum()
+        assert share == pytest.approx(0.5)  # within each view, both classes equally likely
+    pa_share = by_site[(views == 0) & (labels == 1)].sum() / by_site[views == 0].sum()
+    assert pa_share < 0.4  # balancing per site alone leaves the view standing in for the class
+    assert by_view.sum() == pytest.approx(by_site.sum())  # the site keeps its weight

@@ -101,7 +101,12 @@ def test_outputs_where_a_file_is_in_the_way(
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("--max-megapixels", "nan"), ("--max-upload-mb", "inf"), ("--max-in-flight", "0")],
+    [
+        ("--max-megapixels", "nan"),
+        ("--max-upload-mb", "inf"),
+        ("--max-in-flight", "0"),
+        ("--header-timeout", "-1"),
+    ],
 )
 def test_serve_limits_must_be_finite_and_positive(
     capsys: pytest.CaptureFixture[str], option: str, value: str

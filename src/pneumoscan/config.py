@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pneumoscan.errors import PneumoscanError
 from pneumoscan.files import read_regular_file
@@ -79,6 +79,16 @@ class DataConfig(_Section):
         ge=0,
         le=1,
         description="0: sites drawn in proportion to their size; 1: every site equally likely per draw",
+    )
+    balance_views: bool = Field(
+        False,
+        description="with balanced_sampling: both classes equally likely within each view (PA, AP, ...) of "
+        "a site too, so that the look of a view cannot stand in for a class",
+    )
+    ambiguous_other: Literal["exclude", "negative"] = Field(
+        "exclude",
+        description="OTHER films marked ambiguous (labels CSV opacity=1): left out of training and "
+        "validation (exclude) or trained as negatives for pneumonia (negative); evaluate reports them apart",
     )
 
 
@@ -147,13 +157,76 @@ class TrainConfig(_Section):
     )
 
 
+ThresholdRule = Literal[
+    "fixed",
+    "sensitivity-bound",
+    "sensitivity-point",
+    "specificity-bound",
+    "specificity-point",
+    "youden",
+    "worst-site",
+]
+
+
 class CalibrationConfig(_Section):
-    """Temperature scaling and the operating threshold, both fitted on the validation split."""
+    """Temperature scaling and the operating threshold, both fitted on the validation split.
+
+    The target rules (:func:`pneumoscan.calibration.choose_threshold`): ``*-point`` keeps the
+    sensitivity (specificity) on the fitting films at least at the target; ``*-bound`` keeps its
+    one-sided Clopper-Pearson lower bound at ``confidence`` at least at the target, so that the target
+    holds on new patients of the same site with that confidence.
+    """
 
     temperature_scaling: bool = True
-    threshold_rule: Literal["fixed", "sensitivity", "youden", "worst-site"] = "fixed"
+    threshold_rule: ThresholdRule = "fixed"
     threshold: float = Field(0.5, gt=0, lt=1, description="used by the 'fixed' rule")
-    target_sensitivity: float = Field(0.98, gt=0, le=1, description="used by the 'sensitivity' rule")
+    target_sensitivity: float = Field(0.98, gt=0, le=1, description="used by the 'sensitivity-*' rules")
+    target_specificity: float = Field(0.9, gt=0, le=1, description="used by the 'specificity-*' rules")
+    confidence: float = Field(0.95, ge=0.5, lt=1, description="used by the '*-bound' rules")
+
+    @field_validator("threshold_rule", mode="before")
+    @classmethod
+    def _legacy_rule(cls, value: Any) -> Any:
+        """Files written before the bound rules say "sensitivity" for what is now "sensitivity-point"."""
+        return "sensitivity-point" if value == "sensitivity" else value
+
+
+class ExplainConfig(_Section):
+    """Which heat map a model shows (see :mod:`pneumoscan.explain`); stored in the model file."""
+
+    method: Literal["gradcam", "gradcam++", "layercam"] = Field(
+        "gradcam",
+        description="gradcam: channels weighted by their mean gradient; gradcam++: by positive gradients "
+        "with second-order weights; layercam: every cell weighted by its own positive gradient",
+    )
+    layers: list[int] = Field(
+        default_factory=lambda: [-1],
+        min_length=1,
+        max_length=4,
+        description="feature stages the map is made from, counted from the last (-1; -2 is the one before)",
+    )
+    combine: Literal["mean", "product"] = Field(
+        "mean", description="how the maps of several layers (each scaled to peak 1) become one"
+    )
+    smoothing: Literal["none", "shift", "shift+flip"] = Field(
+        "none",
+        description="average the map over copies of the input shifted by 1/32 of its side in four "
+        "directions (and mirrored left-right), each mapped back",
+    )
+
+    def describe(self) -> str:
+        """The map in words, e.g. ``gradcam of stage -1`` or ``layercam, product of stages -2, -1``."""
+        layers = ", ".join(map(str, self.layers))
+        stages = f"of stage {layers}" if len(self.layers) == 1 else f"{self.combine} of stages {layers}"
+        smoothed = "" if self.smoothing == "none" else f", smoothed ({self.smoothing})"
+        return f"{self.method} {stages}{smoothed}"
+
+    @field_validator("layers")
+    @classmethod
+    def _stages_from_the_end(cls, layers: list[int]) -> list[int]:
+        if any(layer >= 0 for layer in layers) or len(set(layers)) != len(layers):
+            raise ValueError("distinct negative stage numbers, e.g. [-1] or [-2, -1]")
+        return layers
 
 
 class Config(_Section):
@@ -167,6 +240,7 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
 
     def to_json(self) -> str:
         """Serialise to indented JSON."""
@@ -232,9 +306,9 @@ def seed_recipe() -> Config:
 
 
 def default_recipe() -> Config:
-    """The bundled model's recipe: grayscale 128 px, small ResNet with a gate, shift-robust augmentation,
-    sites drawn equally often with both classes equally likely at each, one threshold chosen for the
-    worst site."""
+    """The bundled model's recipe: grayscale 128 px, small ResNet whose last stage keeps an 8 x 8 map (for
+    heat maps), with a gate, shift-robust augmentation, sites drawn equally often with both classes
+    equally likely within each view of each site, one threshold chosen for the worst site."""
     return Config(
         recipe="default",
         preprocess=PreprocessConfig(image_size=128, channels=1, crop_fraction=0.8, normalization="zscore"),
@@ -252,9 +326,11 @@ def default_recipe() -> Config:
             noise=0.05,
             erasing=0.3,
         ),
-        data=DataConfig(val_fraction=0.1, site_balance=1.0, balanced_sampling=True),
+        data=DataConfig(val_fraction=0.1, site_balance=1.0, balanced_sampling=True, balance_views=True),
         model=ModelConfig(
-            architecture="pneumo-resnet", options={"stem_stride": 4, "widths": [24, 48, 96, 192]}, gate=True
+            architecture="pneumo-resnet",
+            options={"stem_stride": 4, "widths": [24, 48, 96, 96], "strides": [1, 2, 2, 1]},
+            gate=True,
         ),
         train=TrainConfig(
             optimizer="adamw",

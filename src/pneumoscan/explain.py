@@ -1,13 +1,25 @@
-"""Grad-CAM heat maps: which parts of a film pushed the model towards PNEUMONIA.
+"""Heat maps: which parts of a film pushed the model towards PNEUMONIA.
 
-Grad-CAM (Selvaraju et al., 2017) weighs each channel of the network's last convolutional stage
-(``net.cam_layer``, exposed by every registered architecture) by the mean gradient of the
-PNEUMONIA logit with respect to it and keeps the positive part of the weighted sum.  It runs in
-float32 with the network in eval mode, on the torch engine only.
+Every map -- CLI overlays, the report, the web page, the REST API and the DICOM Secondary Capture --
+comes from :func:`heat_maps`, made the way the model file says (its ``explain`` section,
+:class:`~pneumoscan.config.ExplainConfig`), in float32 with the network in eval mode, on the torch
+engine only.  The methods, all of the gradient of the PNEUMONIA logit with respect to a feature stage
+(``net.cam_layers``, exposed by every registered architecture), keeping the positive part:
+
+* ``gradcam`` (Selvaraju et al., 2017): channels weighted by their mean gradient;
+* ``gradcam++`` (Chattopadhay et al., 2018): channels weighted by their positive gradients with
+  second-order pixel weights, so that several separate regions of evidence each show;
+* ``layercam`` (Jiang et al., 2021): every cell weighted by its own positive gradient, which keeps
+  the detail of earlier, finer stages.
+
+A map of several stages (``layers``) is the mean or the product of the stages' maps, each scaled to
+peak 1; ``smoothing`` averages the maps of shifted (and mirrored) copies of the input, each mapped
+back.  A map lives on the model's input; :func:`~pneumoscan.preprocess.model_view` maps it back
+onto the film.
 
 **How a map is scaled.**  Raw Grad-CAM has no absolute unit, and scaling each map to its own peak
 would paint a bright red blob on every film, even one the model calls 0.6 % pneumonia.  So the map
-shows *where* the evidence lies (Grad-CAM scaled to peak 1) times *how much* of it the whole film
+shows *where* the evidence lies (the map scaled to peak 1) times *how much* of it the whole film
 holds: the calibrated probability of pneumonia.  A map's peak therefore equals the film's
 probability: a confident NORMAL film stays dark blue everywhere (calm), a 50 % film peaks at
 green, and only a film the model calls PNEUMONIA with confidence shows red.  Every written map
@@ -24,8 +36,9 @@ from __future__ import annotations
 import io
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -35,73 +48,87 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
 from pneumoscan.atomic import atomic_write_bytes, output_folder
+from pneumoscan.config import ExplainConfig
 from pneumoscan.data.imageio import DecodedImage, read_image
 from pneumoscan.engines.torch_engine import TorchEngine
 from pneumoscan.errors import ImageReadError, InputRefusedError, PneumoscanError
 from pneumoscan.predict import Prediction, Predictor
-from pneumoscan.preprocess import crop_box, prepare, read_for_model, to_model_input
+from pneumoscan.preprocess import ModelView, model_view, prepare, read_for_model, to_model_input
 
 HEATMAP_ALPHA = 0.4
 MAX_OVERLAY_SIDE = 1024
-_CAM_LOCK = threading.Lock()  # the hook lives on a network that other threads may share
+SHIFT_FRACTION = 1 / 32  # test-time smoothing moves the input this share of its side
+BOX_COLOUR = (255, 255, 255)
+_CAM_LOCK = threading.Lock()  # the hooks live on a network that other threads may share
+_Move = tuple[int, int, bool]  # (down, across, mirrored)
 
 
 @dataclass
 class Explanation:
-    """A prediction with its Grad-CAM heat map.
+    """A prediction with its heat map.
 
     ``heatmap`` is float32 ``(S, S)`` in [0, 1] in model-input coordinates (after crop and resize):
-    the Grad-CAM map scaled so that its peak is the film's probability of pneumonia;
-    ``overlay`` is uint8 RGB ``(H, W, 3)``: the heat map over the original image, mapped back
-    through the centre crop (no colour outside it), at most :data:`MAX_OVERLAY_SIDE` pixels a side.
+    the map scaled so that its peak is the film's probability of pneumonia; ``view`` says where the
+    model's input lies on ``film`` (the image the overlay is drawn on, float32 grayscale).
     """
 
     prediction: Prediction
     heatmap: np.ndarray
-    overlay: np.ndarray
+    view: ModelView
+    film: np.ndarray
+
+    @cached_property
+    def overlay(self) -> np.ndarray:
+        """uint8 RGB ``(H, W, 3)``: the heat map over the film, mapped back through the centre crop (no
+        colour outside it), at the film's resolution up to :data:`MAX_OVERLAY_SIDE` pixels a side."""
+        return _overlay(self.film, self.heatmap, self.view)
+
+    def peak_on_film(self) -> tuple[float, float]:
+        """``(x, y)`` of the map's peak (the centre of its pixel) in the film's pixels."""
+        row, col = np.unravel_index(int(np.argmax(self.heatmap)), self.heatmap.shape)
+        return self.view.point_to_film(col + 0.5, row + 0.5)
 
 
-def grad_cam(net: nn.Module, batch: np.ndarray) -> np.ndarray:
-    """Grad-CAM of the logit at ``net.cam_layer`` for a model-input batch ``(N, C, S, S)``.
+def heat_maps(net: nn.Module, batch: np.ndarray, explain: ExplainConfig | None = None) -> np.ndarray:
+    """The heat maps ``explain`` describes (default: Grad-CAM of the last stage) for a model-input batch
+    ``(N, C, S, S)``.
 
-    Returns float32 ``(N, S, S)``, each map scaled so that its peak is 1 (all zeros if nothing
-    in the image raised the logit).
+    Returns float32 ``(N, S, S)``, each map scaled so that its peak is 1 (all zeros if nothing in the
+    image raised the logit).  All shifted copies go through the network as one batch.
     """
-    captured: list[torch.Tensor] = []
-
-    def keep(_module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor | None:
-        if not output.requires_grad:  # another thread's inference pass
-            return None
-        captured.append(output)
-        return output.clone()  # later in-place operations then cannot touch the captured tensor
-
-    with _CAM_LOCK, torch.enable_grad():
-        handle = net.cam_layer.register_forward_hook(keep)  # type: ignore[union-attr]
-        try:
-            logits = net(torch.from_numpy(batch).float().requires_grad_(True))
-            (grads,) = torch.autograd.grad(logits.sum(), captured[0])
-        finally:
-            handle.remove()
-    weights = grads.mean(dim=(2, 3), keepdim=True)
-    cam = torch.relu((weights * captured[0].detach()).sum(dim=1, keepdim=True))
-    cam = F.interpolate(cam, size=tuple(batch.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
-    return (cam / cam.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)).numpy().astype(np.float32)
+    explain = explain or ExplainConfig()
+    inputs = torch.from_numpy(batch).float()
+    moves = _moves(explain.smoothing, inputs.shape[-1])
+    features, gradients = _features_and_gradients(
+        net, torch.cat([_move(inputs, move) for move in moves]), _stages(net, explain.layers)
+    )
+    per_stage = [
+        _peak_one(_upsample(_cam(a, g, explain.method), inputs.shape[-2:]))
+        for a, g in zip(features, gradients, strict=True)
+    ]
+    stacked = torch.stack(per_stage)
+    maps = stacked.mean(dim=0) if explain.combine == "mean" else stacked.prod(dim=0)
+    count = len(batch)
+    undone = [_move(maps[i * count : (i + 1) * count], move, undo=True) for i, move in enumerate(moves)]
+    return _peak_one(torch.stack(undone).mean(dim=0)).numpy().astype(np.float32)
 
 
 def explain_image(
     predictor: Predictor, image: DecodedImage, name: str = "image", *, model_image: DecodedImage | None = None
 ) -> Explanation:
-    """Predict one decoded image and compute its Grad-CAM heat map and overlay.
+    """Predict one decoded image and compute its heat map (the overlay is drawn when first asked for).
 
     The overlay is drawn on ``image``; the model sees ``model_image`` when given (the same film
     decoded by :func:`~pneumoscan.preprocess.read_for_model`, as predictions are), else ``image``.
     """
-    net = _network(predictor)
-    cfg = predictor.meta.preprocess
+    net = require_torch_engine(predictor)
+    meta = predictor.meta
+    cfg = meta.preprocess
     seen = model_image if model_image is not None else image
     prediction = predictor.predict_images([seen], [name])[0]
-    heatmap = grad_cam(net, to_model_input(prepare(seen, cfg), cfg))[0] * np.float32(prediction.probability)
-    return Explanation(prediction, heatmap, _overlay(image.pixels, heatmap, cfg.crop_fraction))
+    heatmap = heat_maps(net, to_model_input(prepare(seen, cfg), cfg), meta.explain)[0]
+    view = model_view(image.pixels.shape, cfg, seen.pixels.shape)
+    return Explanation(prediction, heatmap * np.float32(prediction.probability), view, image.pixels)
 
 
 def explain_file(predictor: Predictor, path: str | os.PathLike[str]) -> Explanation:
@@ -119,7 +146,7 @@ def explain_files(
     with ``error`` set, as from :meth:`Predictor.predict_files`; refused images get no heat map (with
     a predictor made with ``refuse=False`` they get one).  Repeated stems get ``-2``, ``-3``...
     """
-    _network(predictor)  # refuse an ONNX predictor before reading anything
+    require_torch_engine(predictor)  # refuse an ONNX predictor before reading anything
     out = output_folder(out_dir)
     used: set[str] = set()
     results: list[Prediction] = []
@@ -142,10 +169,18 @@ def explain_files(
     return results
 
 
-def overlay_png(explanation: Explanation, max_side: int = MAX_OVERLAY_SIDE) -> bytes:
+def overlay_png(
+    explanation: Explanation, max_side: int = MAX_OVERLAY_SIDE, boxes: Sequence[Sequence[float]] = ()
+) -> bytes:
     """PNG bytes of the overlay with a colour bar at its right; the overlay is downscaled so
-    that its longest side is at most ``max_side``."""
+    that its longest side is at most ``max_side``.
+
+    ``boxes``: ``(x, y, width, height)`` rectangles in the film's pixels (e.g. radiologists' boxes),
+    drawn in white with the map's peak as a white cross.
+    """
     picture = Image.fromarray(explanation.overlay)
+    if len(boxes):
+        _draw_boxes(picture, explanation, boxes)
     picture.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     return png_bytes(with_colour_bar(picture))
 
@@ -187,7 +222,8 @@ def with_colour_bar(picture: Image.Image) -> Image.Image:
     return canvas
 
 
-def _network(predictor: Predictor) -> nn.Module:
+def require_torch_engine(predictor: Predictor) -> nn.Module:
+    """The predictor's network; heat maps need gradients, so an ONNX predictor is refused in one line."""
     if not isinstance(predictor.engine, TorchEngine):
         raise PneumoscanError(
             f"{predictor.meta.model_id()}: heat maps need the torch engine; "
@@ -196,15 +232,113 @@ def _network(predictor: Predictor) -> nn.Module:
     return predictor.engine.net
 
 
-def _overlay(pixels: np.ndarray, heatmap: np.ndarray, crop_fraction: float) -> np.ndarray:
-    """The heat map in jet colours over the grayscale image, inside the centre crop only."""
+def _stages(net: nn.Module, layers: Sequence[int]) -> list[nn.Module]:
+    stages: list[nn.Module] = net.cam_layers  # type: ignore[assignment]
+    if -min(layers) > len(stages):
+        raise PneumoscanError(
+            f"explain.layers {list(layers)}: this {type(net).__name__} has {len(stages)} feature stages "
+            f"(-1 to -{len(stages)})"
+        )
+    return [stages[layer] for layer in layers]
+
+
+def _features_and_gradients(
+    net: nn.Module, inputs: torch.Tensor, stages: list[nn.Module]
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The outputs of ``stages`` and the gradients of the summed logits with respect to them."""
+    captured: dict[int, torch.Tensor] = {}
+
+    def keeper(index: int) -> Callable[[nn.Module, object, torch.Tensor], torch.Tensor | None]:
+        def keep(_module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor | None:
+            if not output.requires_grad:  # another thread's inference pass
+                return None
+            captured[index] = output
+            return output.clone()  # later in-place operations then cannot touch the captured tensor
+
+        return keep
+
+    with _CAM_LOCK, torch.enable_grad():
+        handles = [stage.register_forward_hook(keeper(i)) for i, stage in enumerate(stages)]
+        try:
+            logits = net(inputs.requires_grad_(True))
+            features = [captured[i] for i in range(len(stages))]
+            gradients = torch.autograd.grad(logits.sum(), features)
+        finally:
+            for handle in handles:
+                handle.remove()
+    return [feature.detach() for feature in features], list(gradients)
+
+
+def _cam(features: torch.Tensor, gradients: torch.Tensor, method: str) -> torch.Tensor:
+    """The positive evidence map ``(N, 1, h, w)`` of one stage's ``(N, C, h, w)`` features."""
+    if method == "layercam":
+        return torch.relu((torch.relu(gradients) * features).sum(dim=1, keepdim=True))
+    if method == "gradcam++":
+        squared = gradients**2
+        denominator = 2 * squared + features.sum(dim=(2, 3), keepdim=True) * squared * gradients
+        alpha = torch.where(denominator != 0, squared / denominator, torch.zeros_like(squared))
+        weights = (alpha * torch.relu(gradients)).sum(dim=(2, 3), keepdim=True)
+    else:
+        weights = gradients.mean(dim=(2, 3), keepdim=True)
+    return torch.relu((weights * features).sum(dim=1, keepdim=True))
+
+
+def _upsample(cam: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    return F.interpolate(cam, size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+
+
+def _peak_one(maps: torch.Tensor) -> torch.Tensor:
+    return maps / maps.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+
+
+def _moves(smoothing: str, side: int) -> list[_Move]:
+    """The input copies of test-time ``smoothing``: the input itself first."""
+    if smoothing == "none":
+        return [(0, 0, False)]
+    step = max(1, round(side * SHIFT_FRACTION))
+    shifted: list[_Move] = [(down, across, False) for down in (-step, step) for across in (-step, step)]
+    return [(0, 0, False), *shifted, *([(0, 0, True)] if smoothing == "shift+flip" else [])]
+
+
+def _move(images: torch.Tensor, move: _Move, undo: bool = False) -> torch.Tensor:
+    """``images (..., S, S)`` shifted by ``(down, across)`` pixels (edges repeated) and mirrored left-right,
+    or with ``undo`` moved back."""
+    down, across, mirrored = move
+    if undo:
+        down, across = -down, -across
+    if mirrored:
+        images = images.flip(-1)
+    rows = (torch.arange(images.shape[-2]) - down).clamp(0, images.shape[-2] - 1)
+    cols = (torch.arange(images.shape[-1]) - across).clamp(0, images.shape[-1] - 1)
+    return images[..., rows, :][..., cols]
+
+
+def _draw_boxes(picture: Image.Image, explanation: Explanation, boxes: Sequence[Sequence[float]]) -> None:
+    """Draw film-pixel ``boxes`` and the map's peak on ``picture`` (the overlay, at its own scale)."""
+    scale = picture.width / explanation.view.film_width
+    draw = ImageDraw.Draw(picture)
+    line = max(1, round(picture.width / 256))
+    for x, y, width, height in boxes:
+        corners = [x * scale, y * scale, (x + width) * scale - 1, (y + height) * scale - 1]
+        draw.rectangle(corners, outline=BOX_COLOUR, width=line)
+    px, py = (value * scale for value in explanation.peak_on_film())
+    arm = 4 * line
+    draw.line([(px - arm, py), (px + arm, py)], fill=BOX_COLOUR, width=line)
+    draw.line([(px, py - arm), (px, py + arm)], fill=BOX_COLOUR, width=line)
+
+
+def _overlay(pixels: np.ndarray, heatmap: np.ndarray, view: ModelView) -> np.ndarray:
+    """The heat map in jet colours over the grayscale film, inside the model's view only."""
     height, width = pixels.shape
     scale = min(1.0, MAX_OVERLAY_SIDE / max(height, width))
-    gray = _resize(pixels, max(1, round(width * scale)), max(1, round(height * scale)))
+    shown_w, shown_h = max(1, round(width * scale)), max(1, round(height * scale))
+    gray = _resize(pixels, shown_w, shown_h)
     rgb = np.repeat(gray[..., None], 3, axis=2)
-    top, left, keep_h, keep_w = crop_box(height, width, crop_fraction)
-    top, left = round(top * scale), round(left * scale)
-    region = rgb[top : top + max(1, round(keep_h * scale)), left : left + max(1, round(keep_w * scale))]
+    across, down = shown_w / width, shown_h / height
+    top, left = round(view.top * down), round(view.left * across)
+    bottom = max(top + 1, round((view.top + view.height) * down))
+    right = max(left + 1, round((view.left + view.width) * across))
+    region = rgb[top:bottom, left:right]
     heat = _resize(heatmap, region.shape[1], region.shape[0])
     region[:] = (1.0 - HEATMAP_ALPHA) * region + HEATMAP_ALPHA * _jet(heat)
     return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
@@ -219,11 +353,6 @@ def _resize(values: np.ndarray, width: int, height: int) -> np.ndarray:
 def _jet(values: np.ndarray) -> np.ndarray:
     """Jet-like colours (dark blue at 0, cyan, yellow, dark red at 1) as floats ``(..., 3)``."""
     return np.clip(1.5 - np.abs(4.0 * values[..., None] - np.array([3.0, 2.0, 1.0])), 0.0, 1.0)
-
-
-def _output_dir(out: Path) -> Path:
-    return output_folder(out)
-    return out
 
 
 def _unique_name(stem: str, used: set[str]) -> str:

@@ -24,8 +24,11 @@ class FileTooLargeError(OSError):
         self.limit = limit
 
 
-def read_regular_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
-    """The bytes of the regular file ``path``; raises OSError (or a subclass above) otherwise."""
+def read_regular_file(path: str | os.PathLike[str], max_bytes: int, *, head_only: bool = False) -> bytes:
+    """The bytes of the regular file ``path``; raises OSError (or a subclass above) otherwise.
+
+    ``head_only``: the first ``max_bytes`` of a larger file instead of :class:`FileTooLargeError`.
+    """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))  # a FIFO opens at once
     with os.fdopen(fd, "rb") as handle:
         mode = os.fstat(fd).st_mode
@@ -34,9 +37,13 @@ def read_regular_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
         if not stat.S_ISREG(mode):
             raise NotRegularFileError(errno.EINVAL, "not a regular file (a pipe, device or socket)")
         size = os.fstat(fd).st_size
+        if head_only:
+            return handle.read(max_bytes)
         if size > max_bytes:
             raise FileTooLargeError(size, max_bytes)
-        data = handle.read(max_bytes + 1)  # the file may have grown since fstat
+        data = handle.read(size + 1)  # a read of the limit would allocate the limit, whatever the size
+        if len(data) > size:  # the file has grown since fstat
+            data += handle.read(max_bytes + 1 - len(data))
     if len(data) > max_bytes:
         raise FileTooLargeError(len(data), max_bytes)
     return data

@@ -2,12 +2,13 @@
 
 The safetensors header's ``__metadata__`` holds one key, ``pneumoscan``, whose JSON value is a
 :class:`ModelMeta`: format version, architecture and options, the preprocessing contract, the
-calibration temperature and operating threshold, class names, the full training config, the
+calibration temperature and operating threshold, class names (outputs and the film classes it
+was trained on), the full training config, the
 metrics measured when it was saved, whether it was trained on synthetic data, the package version,
-its out-of-distribution gate, and the history of ``pneumoscan calibrate`` runs (older files without
-them load with no gate and an empty history).  Loading never unpickles anything:
-safetensors stores raw tensors only.  This module is torch-free (numpy in, numpy out), so the ONNX
-engine and tools that only read metadata don't need PyTorch.
+its out-of-distribution gate, the heat map it shows, and the history of ``pneumoscan calibrate``
+runs (older files without them load with no gate, Grad-CAM of the last stage and an empty history).
+Loading never unpickles anything: safetensors stores raw tensors only.  This module is torch-free
+(numpy in, numpy out), so the ONNX engine and tools that only read metadata don't need PyTorch.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save as save_numpy
 
 from pneumoscan.atomic import atomic_write_bytes
-from pneumoscan.config import Config, ModelConfig, PreprocessConfig, first_error
+from pneumoscan.classes import OUTPUT_CLASSES
+from pneumoscan.config import Config, ExplainConfig, ModelConfig, PreprocessConfig, first_error
 from pneumoscan.errors import ModelFileError
 from pneumoscan.model_source import require_model_file
 
@@ -68,22 +70,37 @@ class CalibrationRecord(BaseModel):
     new: OperatingPoint
     metrics_before: dict[str, float | None] = Field(default_factory=dict)  # on the same films
     metrics_after: dict[str, float | None] = Field(default_factory=dict)
+    # The threshold rule and, for a target rule, its target, its confidence (None: the point rule)
+    # and the one-sided Clopper-Pearson lower bound of the targeted metric reached on these films;
+    # counts: tp/fn/tn/fp at the new threshold.  Records written before these fields read empty.
+    rule: str = ""
+    target: float | None = None
+    confidence: float | None = None
+    bound: float | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+    refused: int = 0  # films the model's gate refused, left out
+    forced: bool = False  # written with --force although the films could not support it
 
     def summary(self) -> str:
         """One line: when, on what, and what changed."""
         films = ", ".join(f"{count} {name}" for name, count in self.films.items())
         old, new = self.previous, self.new
+        forced = "; FORCED although the films could not support it" if self.forced else ""
         return (
             f"{self.date}: {', '.join(self.sites)} ({films}; split {self.split}; "
             f"sha256 {self.content_hash[:12]}): temperature {old.temperature:.3f} -> {new.temperature:.3f}, "
-            f"threshold {old.threshold:.3f} -> {new.threshold:.3f} ({new.threshold_rule})"
+            f"threshold {old.threshold:.3f} -> {new.threshold:.3f} ({new.threshold_rule}{forced})"
         )
 
 
 class ModelMeta(BaseModel):
     """Everything needed to rebuild, run and describe a trained model.
 
-    ``gate`` is None for models without an out-of-distribution gate (files made before it existed).
+    ``gate`` is None for models without an out-of-distribution gate (files made before it existed);
+    ``explain`` is the heat map the model shows (files made before it existed: Grad-CAM of the last stage).
+    ``class_names`` are the model's two outputs by target (:data:`pneumoscan.classes.OUTPUT_CLASSES`);
+    ``film_classes`` the kinds of film it was trained on (e.g. NORMAL, PNEUMONIA and OTHER as
+    negatives; files made before OTHER existed: NORMAL and PNEUMONIA).
     """
 
     format: str = FORMAT
@@ -93,7 +110,8 @@ class ModelMeta(BaseModel):
     threshold: float = Field(0.5, gt=0, lt=1)
     threshold_rule: str = "fixed at 0.5"
     temperature: float = Field(1.0, gt=0)
-    class_names: tuple[str, str] = ("NORMAL", "PNEUMONIA")
+    class_names: tuple[str, str] = OUTPUT_CLASSES  # the outputs, by target (PNEUMONIA last)
+    film_classes: tuple[str, ...] = OUTPUT_CLASSES  # the film classes it was trained on; older files lack it
     config: Config | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     package_version: str = ""
@@ -102,6 +120,7 @@ class ModelMeta(BaseModel):
     gate: GateMeta | None = None
     synthetic_data: bool = False  # trained on pneumoscan.synthetic shapes; older files lack it: False
     calibration_history: list[CalibrationRecord] = Field(default_factory=list)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
 
     def operating_point(self) -> OperatingPoint:
         """The current temperature, threshold and rule."""

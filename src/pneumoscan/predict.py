@@ -142,6 +142,12 @@ class Predictor:
     def threshold(self) -> float:
         return self.meta.threshold
 
+    @property
+    def classes_(self) -> tuple[str, str]:
+        """The model's output classes from its model file, in the column order of :meth:`predict_proba`
+        (scikit-learn style; the positive class, PNEUMONIA, last)."""
+        return self.meta.class_names
+
     def outputs(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw pneumonia logits and gate logits (None without a gate) of prepared uint8 ``(N, S, S)``."""
         runs = [
@@ -167,6 +173,12 @@ class Predictor:
     def probabilities(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Calibrated probabilities ``sigmoid(logit / temperature)`` for prepared uint8 images."""
         return self.scores(images, batch_size)[:, 0]
+
+    def predict_proba(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """``(N, 2)``: the calibrated probability of each class of :attr:`classes_` for prepared uint8
+        images (``1 - p`` and ``p``; scikit-learn style)."""
+        positive = self.probabilities(images, batch_size)
+        return np.stack([1.0 - positive, positive], axis=1)
 
     def label_of(self, probability: float) -> str:
         """Class name at the model's threshold."""

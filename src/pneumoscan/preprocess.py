@@ -16,6 +16,10 @@ in the model file:
    ``channels``.  The optional ``normalization`` ("zscore") is the network's own first layer
    (:class:`pneumoscan.models.common.InputNormalization`), so that exported ONNX graphs carry it.
 
+Where the model's input lies on a film -- the crop and resize of step 2 as a mapping of coordinates
+-- is :func:`model_view`: radiologists' boxes are mapped into the model's input with it, and heat
+maps are mapped back onto the film with it.
+
 This module is torch-free so the ONNX engine can use it without PyTorch.
 """
 
@@ -96,6 +100,63 @@ def crop_box(height: int, width: int, fraction: float) -> tuple[int, int, int, i
         return 0, 0, height, width
     keep_h, keep_w = max(1, round(height * fraction)), max(1, round(width * fraction))
     return (height - keep_h) // 2, (width - keep_w) // 2, keep_h, keep_w
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """The part of a film the model sees, in the film's own pixel coordinates, and its input side.
+
+    Coordinates are continuous, pixel ``(row, col)`` covering ``[col, col + 1) x [row, row + 1)``; a
+    film point ``(x, y)`` lands on model input ``((x - left) * scale_x, (y - top) * scale_y)``.
+    """
+
+    film_height: int
+    film_width: int
+    top: float
+    left: float
+    height: float
+    width: float
+    size: int
+
+    @property
+    def scale_x(self) -> float:
+        """Model-input pixels per film pixel, across."""
+        return self.size / self.width
+
+    @property
+    def scale_y(self) -> float:
+        """Model-input pixels per film pixel, down."""
+        return self.size / self.height
+
+    def box_to_model(
+        self, x: float, y: float, width: float, height: float
+    ) -> tuple[float, float, float, float]:
+        """A film box ``(x, y, width, height)`` as ``(x0, y0, x1, y1)`` in model input, clipped to it
+        (an empty box, ``x0 == x1`` or ``y0 == y1``, where it lies outside the model's view)."""
+        x0, x1 = ((value - self.left) * self.scale_x for value in (x, x + width))
+        y0, y1 = ((value - self.top) * self.scale_y for value in (y, y + height))
+        return tuple(min(max(value, 0.0), float(self.size)) for value in (x0, y0, x1, y1))  # type: ignore[return-value]
+
+    def point_to_film(self, x: float, y: float) -> tuple[float, float]:
+        """A model-input point ``(x, y)`` in the film's pixels."""
+        return self.left + x / self.scale_x, self.top + y / self.scale_y
+
+
+def model_view(
+    film_shape: tuple[int, int], cfg: PreprocessConfig, decoded_shape: tuple[int, int] | None = None
+) -> ModelView:
+    """Where :func:`prepare` takes the model input from on a film of ``film_shape`` ``(height, width)``.
+
+    ``decoded_shape``: the size the film was decoded at for the model when smaller (a JPEG decoded
+    at a reduced scale by :func:`read_for_model`); its crop is mapped back to the film's pixels.
+    """
+    film_height, film_width = film_shape
+    decoded_height, decoded_width = decoded_shape or film_shape
+    top, left, keep_h, keep_w = crop_box(decoded_height, decoded_width, cfg.crop_fraction)
+    down, across = film_height / decoded_height, film_width / decoded_width
+    return ModelView(
+        film_height, film_width, top * down, left * across, keep_h * down, keep_w * across, cfg.image_size
+    )
 
 
 def _centre_crop(pixels: np.ndarray, fraction: float) -> np.ndarray:

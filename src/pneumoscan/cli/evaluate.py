@@ -35,6 +35,12 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="write a self-contained HTML report; a bare file name (or none: report.html) goes into --out "
         "when --out is given, a path with a folder is used as it is",
     )
+    p.add_argument(
+        "--boxes",
+        metavar="CSV",
+        help="readers' boxes (path,x,y,width,height in the film's pixels; paths relative to the CSV): "
+        "measure whether the heat maps of the PNEUMONIA films point into them",
+    )
     p.add_argument("--engine", choices=["torch", "onnx"], help=ENGINE_HELP)
     add_bf16_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -43,14 +49,24 @@ def add(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pneumoscan.evaluation.evaluate import evaluate
     from pneumoscan.evaluation.groups import format_groups
+    from pneumoscan.evaluation.intervals import format_operating_point
     from pneumoscan.evaluation.metrics import format_report
+    from pneumoscan.evaluation.other import format_other
     from pneumoscan.predict import Predictor
 
     predictor = Predictor.load(args.model, args.engine, bf16=args.bf16)
-    result = evaluate(predictor, data_sources(args), args.split, progress=not args.quiet)
+    result = evaluate(predictor, data_sources(args), args.split, progress=not args.quiet, boxes=args.boxes)
     print(format_report(result.metrics))
+    point = format_operating_point(result.metrics["operating_point"])
+    print(f"at threshold {result.metrics['threshold']:.3f}: {point}")
     print(f"\nper group, with 95% {result.metrics['bootstrap']['unit']}-bootstrap intervals")
     print(format_groups(result.metrics["groups"]))
+    if result.localisation is not None:
+        from pneumoscan.evaluation.localisation import format_localisation
+
+        print(f"\n{format_localisation(result.localisation.metrics)}")
+    if result.metrics["other"]:
+        print(f"\n{format_other(result.metrics['other'])}")
     warn_if_synthetic(predictor.meta)
     report_skipped(result.skipped)
     if args.out:

@@ -54,43 +54,61 @@ def _since(value: str):
 
 def run(args: argparse.Namespace) -> int:
     from pneumoscan.pacs.archive import Archive
-    from pneumoscan.pacs.run import process_study
+    from pneumoscan.pacs.run import InstanceResult, process_study
     from pneumoscan.predict import Predictor
 
     check_heatmaps(args.model, args)
     password = args.password if args.password is not None else os.environ.get("PNEUMOSCAN_PACS_PASSWORD")
     archive = Archive(args.url, args.user, password)
+    capped: list[str] = []
     if args.since:
         modalities = [m.strip().upper() for m in args.modality.split(",") if m.strip()]
-        studies = archive.find_studies(_since(args.since), modalities)
+        search = archive.find_studies(_since(args.since), modalities)
+        studies, capped = search.uids, search.capped
         print(f"pneumoscan: {len(studies)} studies since {args.since}", file=sys.stderr)
+        for line in capped + search.notes:
+            print(f"pneumoscan: {line}", file=sys.stderr)
     else:
+        archive.check()  # a wrong URL or login is one error, not one per study
         studies = args.study
     predictor = Predictor.load(args.model, args.engine)
-    results = []
+    results: list[InstanceResult] = []
+    failed_studies = 0
     for study in studies:
-        for result in process_study(archive, predictor, study, heatmaps=args.heatmaps):
-            results.append(result)
-            if not (args.csv or args.json):
-                print(_instance_line(result), flush=True)
-            if result.error:
-                print(f"pneumoscan: skipped {result.error}", file=sys.stderr)
+        try:
+            for result in process_study(archive, predictor, study, heatmaps=args.heatmaps):
+                results.append(result)
+                if not (args.csv or args.json):
+                    print(_instance_line(result), flush=True)
+                if result.error:
+                    print(f"pneumoscan: skipped {result.error}", file=sys.stderr)
+        except PneumoscanError as exc:  # the study cannot be listed: report it and go on with the next
+            failed_studies += 1
+            results.append(InstanceResult(study, "", "", "study failed", error=str(exc)))
+            print(f"pneumoscan: study {study} failed: {exc}", file=sys.stderr)
     write_table([r.as_dict() for r in results], args)
-    failed = sum(1 for r in results if r.error)
-    stored = sum(1 for r in results if r.status.startswith("stored"))
+    instances = [r for r in results if r.sop_uid]
+    failed = sum(1 for r in instances if r.error)
+    stored = sum(1 for r in instances if r.status.startswith("stored"))
     print(
-        f"pneumoscan: {len(results)} instances: {stored} stored, "
-        f"{len(results) - stored - failed} already stored, {failed} skipped",
+        f"pneumoscan: {len(instances)} instances: {stored} stored, "
+        f"{len(instances) - stored - failed} already stored, {failed} skipped",
         file=sys.stderr,
     )
-    return 2 if results and failed == len(results) else 0
+    if failed_studies:
+        print(f"pneumoscan: {failed_studies} of {len(studies)} studies failed", file=sys.stderr)
+        return 2
+    if capped:
+        print(f"pneumoscan: the archive capped {len(capped)} search(es); see above", file=sys.stderr)
+        return 2
+    return 2 if instances and failed == len(instances) else 0
 
 
 def _instance_line(result) -> str:
     """One stdout line per archive instance: probability, label, study/instance UIDs and what was done."""
     prediction = result.prediction
     where = f"{result.study_uid}/{result.sop_uid}"
-    if prediction is None:
+    if prediction is None or result.error:
         status = f"skipped ({result.modality or 'no modality'})" if result.error else result.status
         return f"{'-':>8}  {'-':<9}  {where}  {status}"
     probability = f"{prediction.probability:8.4f}" if prediction.probability is not None else f"{'-':>8}"

@@ -61,6 +61,13 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="seconds a client may take to send an upload (default: %(default)g)",
     )
     p.add_argument(
+        "--header-timeout",
+        type=positive_number,
+        default=serve.DEFAULT_HEADER_TIMEOUT_S,
+        help="seconds a client may take to send its request headers before it is disconnected "
+        "(default: %(default)g)",
+    )
+    p.add_argument(
         "--allowed-host",
         action="append",
         default=[],
@@ -86,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from pneumoscan.predict import Predictor
     from pneumoscan.serve.app import create_app
     from pneumoscan.serve.listen import listening_socket
+    from pneumoscan.serve.protocol import server_config
     from pneumoscan.serve.security import LOOPBACK_HOSTS
 
     if args.save_uploads:
@@ -119,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
             f"on http://{args.host}:{port}/ (API docs at /docs; Ctrl+C stops)",
             file=sys.stderr,
         )
-        uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
+        uvicorn.Server(server_config(app, header_timeout=args.header_timeout)).run(sockets=[sock])
     finally:
         sock.close()
     return 0

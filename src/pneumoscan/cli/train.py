@@ -98,5 +98,9 @@ def run(args: argparse.Namespace) -> int:
         f"threshold {val['threshold']:.3f}  "
         f"({result.metrics['train_seconds']:.0f} s, {result.metrics['epochs']} epochs)"
     )
+    if "validation_other" in result.metrics:
+        from pneumoscan.evaluation.other import format_other
+
+        print(format_other(result.metrics["validation_other"]))
     report_skipped(result.metrics["skipped_files"])
     return 0

@@ -1,14 +1,16 @@
 """Lightning data module: data sources -> per-site patient-wise split -> cached uint8 images -> batches.
 
 Training batches are ``(x, y)``, validation batches ``(x, y, site)``: ``x`` float32 ``(N, C, S, S)`` in
-[0, 1] made by :func:`pneumoscan.preprocess.to_model_input`, ``y`` float32 labels (1 = PNEUMONIA),
+[0, 1] made by :func:`pneumoscan.preprocess.to_model_input`, ``y`` float32 pneumonia targets (1 =
+PNEUMONIA; NORMAL and OTHER films are 0, :mod:`pneumoscan.classes`),
 ``site`` int64 indices into :attr:`XrayDataModule.sites` (for the per-site validation metrics).
 Augmentation is applied by the LightningModule on the batch, not here; training images are
 cached at :func:`pneumoscan.augment.training_view` (wider than the model's view when the recipe
 uses ``augment.framing``), validation images exactly as the model sees them.
 
 Training draws are weighted (:func:`sampling_weights`) when ``data.balanced_sampling`` or
-``data.site_balance`` asks for it.
+``data.site_balance`` asks for it. Ambiguous OTHER films are left out of both splits unless
+``data.ambiguous_other`` is ``negative`` (:func:`pneumoscan.classes.trained_films`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from pneumoscan.augment import training_view
+from pneumoscan.classes import trained_films
 from pneumoscan.config import Config, PreprocessConfig
 from pneumoscan.data.cache import CachedImages, load_cached
 from pneumoscan.data.imageio import find_image_files
@@ -44,24 +47,31 @@ def negative_files(folder: str | Path, split: str) -> list[str]:
 
 
 def sampling_weights(
-    labels: np.ndarray, sites: np.ndarray, balanced_classes: bool, site_balance: float
+    labels: np.ndarray,
+    sites: np.ndarray,
+    balanced_classes: bool,
+    site_balance: float,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """Per-image draw weights of the training sampler, or None for plain shuffling.
 
-    Each image starts at 1, or with ``balanced_classes`` at ``n_site / (2 n_site,class)``, so that
-    both classes are equally likely within every site while each site keeps its total weight
-    ``n_site``; the images of a site are then scaled by ``n_site ** -site_balance``. So 0 keeps the
-    sites in proportion to their size, 1 makes every site equally likely per draw.
+    Each image starts at 1, or with ``balanced_classes`` at ``n_group / (2 n_group,class)`` (class: the
+    pneumonia target, so OTHER films count among the negatives), so that both targets are equally likely
+    within every group (by default the site; e.g. a site's view with ``data.balance_views``) while each
+    group keeps its total weight ``n_group``; the images of a site are then scaled by
+    ``n_site ** -site_balance``. So 0 keeps the sites in proportion to their size, 1 makes every site
+    equally likely per draw.
     """
     if not balanced_classes and site_balance == 0:
         return None
     labels, sites = labels.astype(int), sites.astype(int)
-    per_site = np.bincount(sites)
-    cells = sites * 2 + labels  # (site, class)
+    groups = sites if groups is None else groups.astype(int)
+    per_group = np.bincount(groups)
+    cells = groups * 2 + labels  # (group, class)
     weights = (
-        per_site[sites] / (2.0 * np.bincount(cells)[cells]) if balanced_classes else np.ones(len(labels))
+        per_group[groups] / (2.0 * np.bincount(cells)[cells]) if balanced_classes else np.ones(len(labels))
     )
-    return weights * per_site[sites].astype(float) ** -site_balance
+    return weights * np.bincount(sites)[sites].astype(float) ** -site_balance
 
 
 class CachedImageDataset(Dataset):
@@ -129,6 +139,7 @@ class XrayDataModule(L.LightningDataModule):
         self.manifest: pd.DataFrame | None = None
         self.sites: list[str] = []
         self.skipped: dict[str, str] = {}
+        self.rows: dict[str, pd.DataFrame] = {}  # the readable films of each split, in dataset order
         self._sets: dict[str, CachedImageDataset] = {}
 
     def prepare_data(self) -> None:
@@ -146,18 +157,20 @@ class XrayDataModule(L.LightningDataModule):
         )
         self.sites = sorted(pool["site"].unique())
         self.skipped = {}
+        used = trained_films(pool, data.ambiguous_other)
         for split in ("train", "val"):
-            part = pool[pool["split"] == split]
+            part = pool[used & (pool["split"] == split).to_numpy()]
             view = training_view(self.config.preprocess, self.config.augment) if split == "train" else None
             cached, rows = cached_split(part, self.config, self.progress, view)
             self.skipped.update(cached.failures)
             for site in self.sites:
                 require_both_classes(rows[rows["site"] == site], f"site {site!r} ({split}, readable files)")
             sites = rows["site"].map(self.sites.index).to_numpy()
+            self.rows[split] = rows
             self._sets[split] = CachedImageDataset(
                 cached.pixels, rows["label"].to_numpy(), sites, split == "val"
             )
-        self.manifest = pool.assign(readable=~pool["path"].isin(self.skipped))
+        self.manifest = pool.assign(readable=~pool["path"].isin(self.skipped), trained=used)
 
     def negative_bank(self) -> np.ndarray:
         """Non-chest images for training the gate, ``(N, S, S)`` uint8 at the training view's size:
@@ -188,7 +201,7 @@ class XrayDataModule(L.LightningDataModule):
         return np.asarray(cached.pixels)
 
     def class_counts(self) -> tuple[int, int]:
-        """Number of NORMAL and PNEUMONIA images in the training split."""
+        """Number of training images without pneumonia (NORMAL and OTHER) and with it (PNEUMONIA)."""
         labels = self.dataset("train").labels
         return int((labels == 0).sum()), int((labels == 1).sum())
 
@@ -200,7 +213,11 @@ class XrayDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset("train")
         data = self.config.data
-        weights = sampling_weights(dataset.labels, dataset.sites, data.balanced_sampling, data.site_balance)
+        rows = self.rows["train"]
+        strata = rows["site"] + ("/" + rows["view"] if data.balance_views else "")  # class-balancing groups
+        weights = sampling_weights(
+            dataset.labels, dataset.sites, data.balanced_sampling, data.site_balance, pd.factorize(strata)[0]
+        )
         sampler = None
         if weights is not None:
             sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(dataset), replacement=True)

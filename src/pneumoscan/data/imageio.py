@@ -17,7 +17,10 @@ data by its own minimum and maximum. MONOCHROME1, and a Presentation LUT Shape o
 inverted to look like MONOCHROME2. Multi-frame files, files without pixel data and compressed transfer
 syntaxes with no installed decoder are refused; JPEG Lossless, JPEG 2000 and RLE decode through the
 pylibjpeg plugins of the ``pneumoscan[dicom]`` extra. A compressed frame is measured from
-its own codestream header (not only the DICOM header) before it is decoded.
+its own codestream header (not only the DICOM header) before it is decoded. A Deflated Explicit VR
+Little Endian data set is measured while it is inflated, in small pieces and without keeping them, and
+refused when it would inflate beyond :func:`max_dataset_bytes` (a few hundred bytes of deflate can
+claim a gigabyte); only then does pydicom inflate it.
 
 Files: only regular files up to :data:`MAX_FILE_BYTES` are read (never a FIFO or a device). JPEGs whose
 entropy-coded data is cut short (even when an end-of-image marker was appended, which libjpeg would
@@ -34,7 +37,9 @@ from __future__ import annotations
 import io
 import os
 import struct
+import unicodedata
 import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +50,10 @@ import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
-from pydicom.filereader import read_file_meta_info
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -75,6 +81,10 @@ SUPPORTED_SUFFIXES: frozenset[str] = frozenset(suffix for suffixes in FORMATS.va
 MAX_PIXELS: int = 50_000_000
 MAX_FILE_BYTES: int = 512 * 2**20
 """Largest image file read (a 50-megapixel 16-bit DICOM is 100 MB)."""
+MAX_BYTES_PER_PIXEL: int = 6
+"""Widest pixel data decoded: 16-bit RGB."""
+DICOM_HEADER_ALLOWANCE: int = 16 * 2**20
+"""Room for the non-pixel part of an inflated DICOM data set (real headers take kilobytes)."""
 
 _HINT = "pass a JPEG, PNG or DICOM file"
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601
@@ -84,6 +94,8 @@ _MAX_DETAIL = 160  # characters of a library's own error message quoted in ours
 # libjpeg warnings that mean image data is missing or garbled (libjpeg pads such images with grey)
 _JPEG_DAMAGE = ("premature end of data segment", "bad huffman code", "instead of rst")
 _J2K_START = b"\xff\x4f\xff\x51"  # JPEG 2000 codestream: SOC, then the SIZ marker with the size
+_SNIFF_BYTES = 2**20  # bytes a folder scan reads of a file without a known suffix to tell DICOM
+_INFLATE_PIECE = 2**20  # bytes inflated at a time while a deflated DICOM data set is measured
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC} | {0xF7}  # JPEG SOFn and JPEG-LS SOF55
 
 
@@ -109,7 +121,8 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
 
     Hidden files are skipped because archives made on macOS carry ``._name.jpeg`` resource forks.
     Files with any other name are looked into: PACS exports and DICOMDIR media name their films
-    ``IM000001`` or after their UID (``1.2.840....3``), so a DICOM image is found by its content.
+    ``IM000001`` or after their UID (``1.2.840....3``), so a DICOM image is found by its content,
+    with or without the 128-byte preamble, as :func:`read_image` tells it.
     """
     name = Path(path).name
     if name.startswith("."):
@@ -118,9 +131,20 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
 
 
 def _is_dicom_image_file(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` starts like a DICOM file (``DICM`` at byte 128) and is not a DICOMDIR index."""
+    """Whether the start of ``path`` is a DICOM file (as :func:`read_image` tells) but no DICOMDIR index.
+
+    Only the first :data:`_SNIFF_BYTES` are read: the file meta information of a file with the
+    preamble, the header of one without it.
+    """
     try:
-        meta = read_file_meta_info(path)  # reads the 132-byte preamble first, refusing non-DICOM files
+        head = read_regular_file(path, _SNIFF_BYTES, head_only=True)
+        if _has_preamble(head):
+            meta = _file_meta(head)[0]
+        else:
+            dataset = _read_headerless_dicom(head, os.fspath(path), MAX_PIXELS, stop_before_pixels=True)
+            if dataset is None:
+                return False
+            meta = dataset.file_meta
     except Exception:  # not DICOM, unreadable or damaged: not picked up by a folder scan
         return False
     return meta.get("MediaStorageSOPClassUID") != MediaStorageDirectoryStorage
@@ -186,35 +210,47 @@ def read_image_bytes(
     """Decode an image held in memory (e.g. a web upload); ``name`` is only used in error messages."""
     if not data:
         raise _error(name, f"file is empty; {_HINT}")
-    if data[128:132] == b"DICM":
-        return _decode_dicom(_read_dicom(data, name), name, max_pixels, accept_refused)
-    image = _open_with_pillow(data, name)
+    image = None if _has_preamble(data) else _open_with_pillow(data, name)
     if image is not None:
         return _decode_pillow(image, data, name, max_pixels, min_side)
-    dataset = _read_headerless_dicom(data)
-    if dataset is not None:
-        return _decode_dicom(dataset, name, max_pixels, accept_refused)
-    raise _error(name, f"not a readable image (cannot identify image file); {_HINT}", UnsupportedImageError)
+    dataset = _dicom_dataset(data, name, max_pixels)
+    if dataset is None:
+        raise _error(
+            name, f"not a readable image (cannot identify image file); {_HINT}", UnsupportedImageError
+        )
+    return _decode_dicom(dataset, name, max_pixels, accept_refused)
 
 
-def decoded_size(data: bytes, *, min_side: int | None = None) -> tuple[int, int]:
+def decoded_size(
+    data: bytes, *, min_side: int | None = None, max_pixels: int = MAX_PIXELS
+) -> tuple[int, int]:
     """``(width, height)`` that :func:`read_image_bytes` would decode ``data`` to, read from headers only.
 
     Cheap (no pixel data is decoded), for budgets over several images; ``(0, 0)`` when ``data`` is
-    not an image that can be measured this way (decoding it then reports why).
+    not an image that can be measured this way (decoding it with ``max_pixels`` then reports why).
     """
     try:
-        if data[128:132] == b"DICM":
-            dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-            return int(dataset.Columns), int(dataset.Rows)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-        if min_side is not None and image.format == "JPEG":
-            image.draft(image.mode, (min_side, min_side))
-        return image.size
+        if not _has_preamble(data):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(data))
+            if min_side is not None and image.format == "JPEG":
+                image.draft(image.mode, (min_side, min_side))
+            return image.size
+    except UnidentifiedImageError:
+        pass  # perhaps DICOM without the preamble
     except Exception:  # unreadable headers are reported when the image is decoded
         return 0, 0
+    try:
+        dataset = _dicom_dataset(data, "", max_pixels, stop_before_pixels=True)
+        return (0, 0) if dataset is None else (int(dataset.Columns), int(dataset.Rows))
+    except Exception:
+        return 0, 0
+
+
+def max_dataset_bytes(max_pixels: int = MAX_PIXELS) -> int:
+    """The most bytes a deflated DICOM data set may inflate to for images of up to ``max_pixels``."""
+    return max_pixels * MAX_BYTES_PER_PIXEL + DICOM_HEADER_ALLOWANCE
 
 
 def _error(name: str, text: str, kind: type[ImageReadError] = ImageReadError) -> ImageReadError:
@@ -379,20 +415,60 @@ def _finish(pixels: np.ndarray) -> np.ndarray:
 # --- DICOM ------------------------------------------------------------------------------------------
 
 
-def _read_dicom(data: bytes, name: str) -> Dataset:
+def read_dicom_header(path: str | os.PathLike[str]) -> Dataset:
+    """The header (everything but the pixel data) of the DICOM file at ``path``, preamble or not.
+
+    Raises :class:`~pneumoscan.errors.ImageReadError` naming the file when it cannot be read, is no
+    DICOM file (:class:`~pneumoscan.errors.UnsupportedImageError`) or is damaged.
+    """
+    name = os.fspath(path)
+    return read_dicom_header_bytes(_read_file(name), name)
+
+
+def read_dicom_header_bytes(data: bytes, name: str) -> Dataset:
+    """:func:`read_dicom_header` of a file held in memory; ``name`` is only used in error messages."""
+    dataset = _dicom_dataset(data, name, MAX_PIXELS, stop_before_pixels=True)
+    if dataset is None:
+        raise _error(name, "not a DICOM file", UnsupportedImageError)
+    return dataset
+
+
+def _has_preamble(data: bytes) -> bool:
+    """Whether ``data`` starts like a DICOM file written by the standard (``DICM`` at byte 128)."""
+    return data[128:132] == b"DICM"
+
+
+def _dicom_dataset(
+    data: bytes, name: str, max_pixels: int, *, stop_before_pixels: bool = False
+) -> Dataset | None:
+    """The DICOM data set in ``data``, or None when it is none: the one test of "is this DICOM".
+
+    A file with the preamble is DICOM (damaged: ImageReadError); one without it is when pydicom
+    parses an image's data set out of it. Callers try Pillow first on files without the preamble.
+    """
+    if _has_preamble(data):
+        return _read_dicom(data, name, max_pixels, stop_before_pixels=stop_before_pixels)
+    return _read_headerless_dicom(data, name, max_pixels, stop_before_pixels=stop_before_pixels)
+
+
+def _read_dicom(data: bytes, name: str, max_pixels: int, *, stop_before_pixels: bool = False) -> Dataset:
+    _check_inflated_size(data, name, max_pixels)
     try:
-        return pydicom.dcmread(io.BytesIO(data))
+        return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels)
     except Exception as exc:  # pydicom reports damaged files with many exception types
         raise _error(name, f"DICOM file is damaged ({_detail(exc)}); re-export it") from exc
 
 
-def _read_headerless_dicom(data: bytes) -> Dataset | None:
+def _read_headerless_dicom(
+    data: bytes, name: str, max_pixels: int, *, stop_before_pixels: bool = False
+) -> Dataset | None:
     """A DICOM dataset written without the 128-byte preamble, or None if ``data`` is not one."""
+    _check_inflated_size(data, name, max_pixels)
     try:
-        dataset = pydicom.dcmread(io.BytesIO(data), force=True)
+        dataset = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=stop_before_pixels)
     except Exception:  # forced parsing of a non-DICOM file fails in arbitrary ways
         return None
-    if "PixelData" not in dataset and "SOPClassUID" not in dataset:
+    if not {"PixelData", "SOPClassUID", "Rows"} & set(dataset.dir()):
         return None
     if "TransferSyntaxUID" not in dataset.file_meta:  # record the encoding pydicom found while parsing
         implicit, little_endian = dataset.original_encoding
@@ -401,29 +477,125 @@ def _read_headerless_dicom(data: bytes) -> Dataset | None:
     return dataset
 
 
+def _file_meta(data: bytes) -> tuple[Dataset, int]:
+    """The file meta information of ``data`` (preamble or not; empty when it has none) and the offset
+    where the data set after it starts."""
+    fileobj = io.BytesIO(data)
+    read_preamble(fileobj, force=True)
+    meta = _read_file_meta_info(fileobj)
+    return meta, fileobj.tell()
+
+
+def _check_inflated_size(data: bytes, name: str, max_pixels: int) -> None:
+    """Refuse a deflated data set that would inflate beyond :func:`max_dataset_bytes`.
+
+    pydicom inflates the whole data set at once, whatever its size; here it is inflated in
+    :data:`_INFLATE_PIECE` pieces that are counted and dropped. Damaged files pass (pydicom reports them).
+    """
+    try:
+        meta, start = _file_meta(data)
+    except Exception:  # no readable file meta information: pydicom reports it, or guesses the encoding
+        return
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return
+    limit = max_dataset_bytes(max_pixels)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    stream = memoryview(data)[start:]
+    inflated = 0
+    for start in range(0, len(stream), _INFLATE_PIECE):
+        pending: bytes | memoryview = stream[start : start + _INFLATE_PIECE]
+        while pending and not inflater.eof:
+            try:
+                inflated += len(inflater.decompress(pending, _INFLATE_PIECE))
+            except zlib.error:
+                return
+            if inflated > limit:
+                raise _error(
+                    name,
+                    f"deflated DICOM data set inflates to over {limit / 2**20:.0f} MiB, more than an image "
+                    f"of up to {max_pixels} pixels needs; re-export it uncompressed",
+                    ImageTooLargeError,
+                )
+            pending = inflater.unconsumed_tail
+
+
 CHEST_MODALITIES = ("CR", "DX", "DR")
 LATERAL_VIEWS = ("LL", "RL", "LATERAL", "LAT")
+CHEST_BODY_PARTS = (
+    "CHEST", "THORAX", "LUNG",  # DICOM (CID 4031 uses CHEST) and English
+    "TORAX", "PECHO",  # Spanish, Portuguese
+    "THORAKS", "BRUST", "BORST", "BROST",  # Scandinavian, German, Dutch
+    "POITRINE", "TORACE", "TORACICO",  # French, Italian
+    "KLATKA", "HRUDNIK", "MELLKAS", "GOGUS",  # Polish, Czech/Slovak, Hungarian, Turkish
+)  # fmt: skip
+"""Words a BodyPartExamined holds for the chest, upper-cased without accents, found anywhere in it
+(``THORAX PA``, ``TÓRAX``, ``BRUSTKORB``)."""
+LATERAL_VIEW_CODES = frozenset({"399073003", "399198007", "399173006", "R-102CD", "R-10232", "R-10236"})
+"""ViewCodeSequence codes of lateral views (CID 4010: SNOMED CT lateral, right and left lateral, and
+their older SNOMED RT codes)."""
+SOP_CLASS_MODALITIES: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.1": "CR",
+    "1.2.840.10008.5.1.4.1.1.1.1": "DX",
+    "1.2.840.10008.5.1.4.1.1.1.1.1": "DX",
+    "1.2.840.10008.5.1.4.1.1.1.2": "MG",
+    "1.2.840.10008.5.1.4.1.1.1.2.1": "MG",
+    "1.2.840.10008.5.1.4.1.1.1.3": "IO",
+    "1.2.840.10008.5.1.4.1.1.1.3.1": "IO",
+    "1.2.840.10008.5.1.4.1.1.2": "CT",
+    "1.2.840.10008.5.1.4.1.1.2.1": "CT",
+    "1.2.840.10008.5.1.4.1.1.2.2": "CT",
+    "1.2.840.10008.5.1.4.1.1.4": "MR",
+    "1.2.840.10008.5.1.4.1.1.4.1": "MR",
+    "1.2.840.10008.5.1.4.1.1.6.1": "US",
+    "1.2.840.10008.5.1.4.1.1.6.2": "US",
+    "1.2.840.10008.5.1.4.1.1.20": "NM",
+    "1.2.840.10008.5.1.4.1.1.128": "PT",
+    "1.2.840.10008.5.1.4.1.1.130": "PT",
+    "1.2.840.10008.5.1.4.1.1.12.1": "XA",
+    "1.2.840.10008.5.1.4.1.1.12.2": "RF",
+}
+"""The modality of image storage SOP classes that imply one, for files whose Modality is empty
+(Secondary Capture and other SOP classes that any modality may use are not listed)."""
 
 
 def dicom_refusals(dataset: Dataset) -> tuple[str, ...]:
     """Why a DICOM header says the image is no frontal chest radiograph (empty: nothing against it).
 
-    Refused: a Modality other than CR/DX/DR (CT, MR, US, ...), a BodyPartExamined that is present and
-    not chest, a lateral ViewPosition (LL/RL). Missing attributes are not held against a file.
+    Refused: a Modality other than CR/DX/DR (CT, MR, US, ...; when Modality is empty, the one its
+    SOP class implies), a BodyPartExamined that is present and names no chest in any of
+    :data:`CHEST_BODY_PARTS`, a lateral ViewPosition (LL/RL) or ViewCodeSequence code. Missing
+    attributes are not held against a file.
     """
     reasons = []
     modality = str(dataset.get("Modality") or "").strip().upper()
+    source = "Modality"
+    if not modality:
+        modality = SOP_CLASS_MODALITIES.get(str(dataset.get("SOPClassUID") or "").strip(), "")
+        source = "SOP Class UID says the modality"
     if modality and modality not in CHEST_MODALITIES:
-        reasons.append(f"DICOM Modality is {modality}, not a radiograph (CR/DX/DR)")
+        reasons.append(f"DICOM {source} is {modality}, not a radiograph (CR/DX/DR)")
     body_part = str(dataset.get("BodyPartExamined") or "").strip().upper()
-    if body_part and "CHEST" not in body_part and "THORAX" not in body_part and "LUNG" not in body_part:
+    plain = "".join(c for c in unicodedata.normalize("NFKD", body_part) if not unicodedata.combining(c))
+    if body_part and not any(word in plain for word in CHEST_BODY_PARTS):
         reasons.append(f"DICOM BodyPartExamined is {body_part}, not CHEST")
     view = str(dataset.get("ViewPosition") or "").strip().upper()
     if view in LATERAL_VIEWS:
         reasons.append(
             f"DICOM ViewPosition is {view}, a lateral view; the model judges frontal (PA/AP) films"
         )
+    elif lateral := _lateral_view_code(dataset):
+        reasons.append(
+            f"DICOM ViewCodeSequence is {lateral}, a lateral view; the model judges frontal (PA/AP) films"
+        )
     return tuple(reasons)
+
+
+def _lateral_view_code(dataset: Dataset) -> str:
+    """The meaning (or value) of a lateral code in the ViewCodeSequence; empty when there is none."""
+    for item in dataset.get("ViewCodeSequence") or []:
+        if str(item.get("CodeValue") or "").strip() in LATERAL_VIEW_CODES:
+            return str(item.get("CodeMeaning") or item.CodeValue)
+    return ""
 
 
 def _decode_dicom(dataset: Dataset, name: str, max_pixels: int, accept_refused: bool) -> DecodedImage:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from pneumoscan.atomic import output_folder
+from pneumoscan.classes import FILM_CLASSES, OTHER, OUTPUT_CLASSES, POSITIVE, ambiguous_of, present_classes
 from pneumoscan.config import Config
 from pneumoscan.data.cache import load_cached
 from pneumoscan.data.manifest import cross_split_duplicates, scan_sources, training_pool
@@ -32,21 +33,39 @@ class InspectReport:
     unusable: str = ""
 
     def counts(self) -> pd.DataFrame:
-        """Images per site, split and class, with totals and the pneumonia share."""
-        table = self.manifest.groupby(["site", "split", "class_name"]).size().unstack(fill_value=0)
-        for name in ("NORMAL", "PNEUMONIA"):
-            if name not in table:
-                table[name] = 0
-        table["total"] = table["NORMAL"] + table["PNEUMONIA"]
-        table["pneumonia %"] = (100 * table["PNEUMONIA"] / table["total"]).round(1)
+        """Images per site, split and film class (NORMAL, PNEUMONIA, and OTHER when there are any,
+        with ``ambiguous``: the ambiguous OTHER films among them), totals and the pneumonia share."""
+        frame = self.manifest
+        names = (*OUTPUT_CLASSES, *present_classes(frame["class_name"]))
+        table = frame.groupby(["site", "split", "class_name"]).size().unstack(fill_value=0)
+        table = table.reindex(columns=list(dict.fromkeys(names)), fill_value=0)
+        table.columns.name = None
+        total = table.sum(axis=1)
+        ambiguous = ambiguous_of(frame)
+        if ambiguous.any():
+            table["ambiguous"] = (
+                frame[ambiguous].groupby(["site", "split"]).size().reindex(table.index, fill_value=0)
+            )
+        table["total"] = total
+        table["pneumonia %"] = (100 * table[POSITIVE] / total).round(1)
         return table
+
+    def balance(self) -> str:
+        """One line: PNEUMONIA films per film without pneumonia, and the films of each class."""
+        frame = self.manifest
+        names = frame["class_name"]
+        counts = ", ".join(f"{int((names == n).sum())} {n}" for n in present_classes(names))
+        ambiguous = int(ambiguous_of(frame).sum())
+        counts += f" ({ambiguous} {OTHER} ambiguous)" if ambiguous else ""
+        positives, negatives = int((frame["label"] == 1).sum()), int((frame["label"] == 0).sum())
+        if not negatives or not positives:
+            missing = " or ".join(c.name for c in FILM_CLASSES if c.target == int(not positives))
+            return f"class imbalance: only one class, no {missing} images ({counts or 'no images'})"
+        return f"class imbalance: {positives / negatives:.2f} {POSITIVE} per film without it ({counts})"
 
     def text(self) -> str:
         """Human-readable report."""
-        counts = self.counts()
-        normal, pneumonia = counts["NORMAL"].sum(), counts["PNEUMONIA"].sum()
-        ratio = f"{pneumonia / normal:.2f} PNEUMONIA per NORMAL image" if normal else "no NORMAL images"
-        lines = [counts.to_string(), "", f"class imbalance: {ratio}"]
+        lines = [self.counts().to_string(), "", self.balance()]
         patients = self.manifest.groupby("patient_id")["split"].nunique()
         pool = self.manifest[self.manifest["split"].isin(["train", "val"])]
         in_both = int((pool.groupby("patient_id")["split"].nunique() > 1).sum())

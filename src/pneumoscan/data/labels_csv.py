@@ -1,11 +1,14 @@
 """Read a labels CSV: a data source for films that are not in the Kaggle folder layout.
 
 Columns (header names in any case): ``path`` (alias ``file``) and ``label`` are required; ``patient``
-(alias ``patient_id``), ``site``, ``split``, ``view``, ``age`` and ``sex`` are optional, other columns
-are ignored. Paths are relative to the CSV's folder (absolute paths are kept). Labels are NORMAL or
-PNEUMONIA in any case, or 0/1. A wrong CSV is refused with one line naming the CSV and its line
-number (the header is line 1): a missing column, an empty path, an unknown label, a film listed twice
-or a film that does not exist.
+(alias ``patient_id``), ``site``, ``split``, ``view``, ``age``, ``sex`` and ``opacity`` are optional,
+other columns are ignored. Paths are relative to the CSV's folder (absolute paths are kept). Labels
+are the film classes of :mod:`pneumoscan.classes` in any case -- NORMAL, PNEUMONIA or OTHER (another
+finding, not pneumonia) -- or 0/1 for NORMAL/PNEUMONIA. ``opacity`` (0/1, empty for 0) marks an
+OTHER film as ambiguous (its findings may look like pneumonia); it means nothing for other classes.
+A wrong CSV is refused with one line naming the CSV and its line number (the header is line 1): a
+missing column, an empty path, an unknown label or opacity value, a film listed twice or a film
+that does not exist.
 """
 
 from __future__ import annotations
@@ -16,23 +19,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pneumoscan.classes import OTHER, accepted_labels, film_class, target_of
+from pneumoscan.data.csv_file import read_user_csv
 from pneumoscan.errors import DataError
 
 REQUIRED = ("path", "label")
-OPTIONAL = ("patient", "site", "split", "view", "age", "sex")
+OPTIONAL = ("patient", "site", "split", "view", "age", "sex", "opacity")
 _ALIASES = {"file": "path", "patient_id": "patient"}
-_LABELS = {"NORMAL": 0, "PNEUMONIA": 1, "0": 0, "1": 1}
-_EXPECTED = "expected a header with path,label and optionally patient,site,split,view,age,sex"
+_EXPECTED = "expected a header with path,label and optionally patient,site,split,view,age,sex,opacity"
+_FLAGS = {"": False, "0": False, "1": True}
 
 
 def read_labels_csv(csv_path: str | Path) -> pd.DataFrame:
     """The rows of a labels CSV, checked, with ``path`` resolved against the CSV's folder.
 
-    Columns: ``path``, ``label`` (0/1), ``line`` (line number in the CSV) and every optional column
-    (empty string where absent; ``age`` as float, NaN where unknown).
+    Columns: ``path``, ``label`` (the pneumonia target, 0/1), ``class_name`` (NORMAL, PNEUMONIA or
+    OTHER), ``ambiguous`` (an OTHER film with ``opacity`` 1), ``line`` (line number in the CSV) and
+    every other optional column (empty string where absent; ``age`` as float, NaN where unknown).
     """
     csv_path = Path(csv_path)
-    raw = _read(csv_path)
+    raw = read_user_csv(csv_path, "labels CSV", _EXPECTED)
     raw.columns = [_ALIASES.get(name.strip().lower(), name.strip().lower()) for name in raw.columns]
     missing = [name for name in REQUIRED if name not in raw.columns]
     if missing:
@@ -44,34 +50,36 @@ def read_labels_csv(csv_path: str | Path) -> pd.DataFrame:
     for name in OPTIONAL:
         frame[name] = frame[name].str.strip() if name in frame else ""
     frame["line"] = np.arange(len(frame)) + 2
-    frame["label"] = _labels(frame, csv_path)
+    frame["class_name"] = _classes(frame, csv_path)
+    frame["label"] = frame["class_name"].map(target_of)
+    frame["ambiguous"] = _opacity(frame, csv_path) & (frame["class_name"] == OTHER)
     frame["path"] = _paths(frame, csv_path)
     frame["age"] = pd.to_numeric(frame["age"], errors="coerce")
     return frame.reset_index(drop=True)
 
 
-def _read(csv_path: Path) -> pd.DataFrame:
-    if not csv_path.is_file():
-        raise DataError(f"{csv_path}: labels CSV not found")
-    try:
-        return pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{csv_path}: the CSV is empty; {_EXPECTED}") from None
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        detail = " ".join(str(exc).split())[:160]
-        raise DataError(f"{csv_path}: not a readable CSV ({detail}); {_EXPECTED}") from None
-
-
-def _labels(frame: pd.DataFrame, csv_path: Path) -> pd.Series:
-    labels = frame["label"].str.strip().str.upper().map(_LABELS)
-    bad = frame[labels.isna()]
+def _classes(frame: pd.DataFrame, csv_path: Path) -> pd.Series:
+    classes = frame["label"].map(film_class)
+    bad = frame[classes.isna()]
     if not bad.empty:
         row = bad.iloc[0]
         raise DataError(
             f"{csv_path} line {row['line']}: unknown label {row['label']!r}; "
-            f"use NORMAL or PNEUMONIA (or 0/1) ({len(bad)} rows in all)"
+            f"use {accepted_labels()} ({len(bad)} rows in all)"
         )
-    return labels.astype(int)
+    return classes.map(lambda found: found.name)
+
+
+def _opacity(frame: pd.DataFrame, csv_path: Path) -> pd.Series:
+    flags = frame["opacity"].map(_FLAGS)
+    bad = frame[flags.isna()]
+    if not bad.empty:
+        row = bad.iloc[0]
+        raise DataError(
+            f"{csv_path} line {row['line']}: opacity {row['opacity']!r}; use 1 (an ambiguous OTHER film) "
+            f"or 0 ({len(bad)} rows in all)"
+        )
+    return flags.astype(bool)
 
 
 def _paths(frame: pd.DataFrame, csv_path: Path) -> pd.Series:

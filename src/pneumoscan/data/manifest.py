@@ -3,8 +3,13 @@
 Accepted folder layouts (folder names in any case; ``NORMAL/`` and ``normal/`` side by side are
 listed together, as are ``Train/`` and ``train/``)::
 
-    ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/*   # the Kaggle layout; other split names are kept as-is
-    ROOT/{NORMAL,PNEUMONIA}/*                    # one split, named after ROOT
+    ROOT/{train,val,test}/{NORMAL,PNEUMONIA,OTHER}/*   # the Kaggle layout; other split names kept as-is
+    ROOT/{NORMAL,PNEUMONIA,OTHER}/*                    # one split, named after ROOT
+
+The class folders are the film classes of :mod:`pneumoscan.classes` (``OTHER/``: another finding,
+not pneumonia; optional). Every film has its ``class_name`` and its ``label``, the pneumonia target
+(0/1; OTHER films are 0), and ``ambiguous`` (True for an OTHER film a labels CSV marks with
+``opacity`` 1; folder films are never ambiguous).
 
 A labels CSV (:mod:`pneumoscan.data.labels_csv`) lists films anywhere, with optional patient, site,
 split, view, age and sex columns; its split defaults to the CSV's file name (``test.csv`` is a test
@@ -28,12 +33,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pneumoscan.classes import (
+    FILM_CLASS_NAMES,
+    FILM_CLASSES,
+    OUTPUT_CLASSES,
+    POSITIVE,
+    ambiguous_of,
+    film_classes_of,
+    target_of,
+)
 from pneumoscan.data.imageio import find_image_files
 from pneumoscan.data.labels_csv import read_labels_csv
 from pneumoscan.errors import DataError, warn
 
-CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
-COLUMNS = ["path", "split", "label", "class_name", "patient_id"]
+COLUMNS = ["path", "split", "label", "class_name", "patient_id", "ambiguous"]
 SOURCE_COLUMNS = [*COLUMNS, "site", "view", "sex", "age", "source"]
 SPLIT_NAMES = ("train", "val", "test")
 _PATIENT_PATTERNS = (
@@ -62,13 +75,19 @@ def _subfolders(folder: Path) -> list[Path]:
         return []
 
 
-def _class_dirs(folder: Path) -> dict[int, list[Path]]:
-    """Class folders of ``folder`` by label; ``NORMAL/`` and ``normal/`` are both kept."""
-    found: dict[int, list[Path]] = {}
+def _class_dirs(folder: Path) -> dict[str, list[Path]]:
+    """Class folders of ``folder`` by film class; ``NORMAL/`` and ``normal/`` are both kept."""
+    found: dict[str, list[Path]] = {}
     for child in _subfolders(folder):
-        if child.name.upper() in CLASS_NAMES:
-            found.setdefault(CLASS_NAMES.index(child.name.upper()), []).append(child)
+        if child.name.upper() in FILM_CLASS_NAMES:
+            found.setdefault(child.name.upper(), []).append(child)
     return found
+
+
+def _class_folders() -> str:
+    """``NORMAL/, PNEUMONIA/ or OTHER/`` for error messages."""
+    names = [f"{name}/" for name in FILM_CLASS_NAMES]
+    return ", ".join(names[:-1]) + f" or {names[-1]}"
 
 
 def scan_dataset(root: str | Path) -> pd.DataFrame:
@@ -78,11 +97,12 @@ def scan_dataset(root: str | Path) -> pd.DataFrame:
         raise DataError(f"{root}: data folder not found")
     if not root.is_dir():
         raise DataError(
-            f"{root}: not a folder; pass a folder with NORMAL/ and PNEUMONIA/ (or train/ val/ test/)"
+            f"{root}: not a folder; pass a folder with {' and '.join(f'{n}/' for n in OUTPUT_CLASSES)} "
+            "(or train/ val/ test/)"
         )
     if not os.access(root, os.R_OK | os.X_OK):
         raise DataError(f"{root}: data folder cannot be read; check its permissions")
-    splits: dict[str, dict[int, list[Path]]] = {}
+    splits: dict[str, dict[str, list[Path]]] = {}
     if _class_dirs(root):
         splits[root.name.lower()] = _class_dirs(root)
     else:
@@ -91,20 +111,20 @@ def scan_dataset(root: str | Path) -> pd.DataFrame:
                 splits.setdefault(child.name.lower(), {}).setdefault(label, []).extend(folders)
     if not splits:
         raise DataError(
-            f"{root}: no NORMAL/ or PNEUMONIA/ folders found; expected ROOT/train/NORMAL/*.jpeg "
+            f"{root}: no {_class_folders()} folders found; expected ROOT/train/NORMAL/*.jpeg "
             "(Kaggle layout) or ROOT/NORMAL/*.jpeg"
         )
     found = [
-        (path, split, label, folder)
+        (path, split, name, folder)
         for split, classes in splits.items()
-        for label, folders in sorted(classes.items())
-        for folder in folders
+        for name in FILM_CLASS_NAMES
+        for folder in classes.get(name, [])
         for path in sorted(find_image_files(folder))
     ]
     _refuse_two_labels(found)
     rows = [
-        (str(path), split, label, CLASS_NAMES[label], patient_id(path.name))
-        for path, split, label, _ in found
+        (str(path), split, target_of(name), name, patient_id(path.name), False)
+        for path, split, name, _ in found
     ]
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:
@@ -112,13 +132,13 @@ def scan_dataset(root: str | Path) -> pd.DataFrame:
     return frame
 
 
-def _refuse_two_labels(found: list[tuple[Path, str, int, Path]]) -> None:
+def _refuse_two_labels(found: list[tuple[Path, str, str, Path]]) -> None:
     """Refuse a file reached (through a link) from two class folders of different labels.
 
     Files are compared by their resolved path, so a link from a class folder to the data root, which
     would list every film of the other class under this one too, is one line naming both folders.
     """
-    first: dict[str, tuple[int, Path]] = {}
+    first: dict[str, tuple[str, Path]] = {}
     for path, _, label, folder in found:
         real = os.path.realpath(path)
         label_before, folder_before = first.setdefault(real, (label, folder))
@@ -145,8 +165,9 @@ def _scan_csv(source: Path, site: str) -> pd.DataFrame:
             "path": rows["path"],
             "split": rows["split"].str.lower().where(rows["split"] != "", source.stem.lower()),
             "label": rows["label"],
-            "class_name": rows["label"].map(lambda label: CLASS_NAMES[label]),
+            "class_name": rows["class_name"],
             "patient_id": patients,
+            "ambiguous": rows["ambiguous"],
             "site": rows["site"].where(rows["site"] != "", site),
             "view": rows["view"].str.upper(),
             "sex": rows["sex"].str.upper(),
@@ -198,11 +219,26 @@ def scan_sources(sources: str | Path | Sequence[str | Path]) -> pd.DataFrame:
 
 
 def require_both_classes(frame: pd.DataFrame, what: str) -> None:
-    """Raise :class:`DataError` unless ``frame`` has images of both classes."""
+    """Raise :class:`DataError` unless ``frame`` has films of both pneumonia targets: PNEUMONIA
+    films and films without pneumonia (NORMAL or OTHER)."""
     present = set(frame["label"].unique())
-    missing = [CLASS_NAMES[label] for label in (0, 1) if label not in present]
+    missing = [
+        " or ".join(c.name for c in FILM_CLASSES if c.target == target)
+        for target in (0, 1)
+        if target not in present
+    ]
     if missing:
-        raise DataError(f"{what}: no {' or '.join(missing)} images; a classifier needs both classes")
+        raise DataError(
+            f"{what}: no {' or '.join(missing)} images; a classifier needs both classes "
+            f"({POSITIVE} and films without it); a labels CSV's site column can join its films to "
+            "another site"
+        )
+
+
+def strata(frame: pd.DataFrame) -> pd.Series:
+    """The stratum of each film for splitting: its class name, ambiguous OTHER films apart."""
+    names = film_classes_of(frame)
+    return names.where(~ambiguous_of(frame), names + " (ambiguous)")
 
 
 def content_hashes(paths: pd.Series) -> pd.Series:
@@ -228,18 +264,19 @@ def cross_split_duplicates(frame: pd.DataFrame) -> pd.DataFrame:
 def patient_split(frame: pd.DataFrame, val_fraction: float, seed: int) -> pd.DataFrame:
     """Re-split ``frame`` into ``train``/``val``, stratified by class and grouped by patient.
 
-    Patients are shuffled with ``seed`` within each class and moved to validation until the class
-    holds ``val_fraction`` of its images, so no patient is in both splits and both classes keep their
-    proportion.
+    Patients are shuffled with ``seed`` within each stratum (:func:`strata`: the film class, with
+    ambiguous OTHER films apart) and moved to validation until the stratum holds ``val_fraction`` of
+    its images, so no patient is in both splits and every class keeps its proportion.
     """
     rng = np.random.default_rng(seed)
     out = frame.copy()
     out["split"] = "train"
-    patient_label = out.groupby("patient_id")["label"].agg(lambda s: int(s.mode().iloc[0]))
-    for label in (0, 1):
-        patients = np.array(sorted(patient_label[patient_label == label].index))
+    stratum = strata(out)
+    patient_stratum = stratum.groupby(out["patient_id"]).agg(lambda s: s.mode().iloc[0])
+    for name in sorted(stratum.unique(), key=_stratum_order):
+        patients = np.array(sorted(patient_stratum[patient_stratum == name].index))
         rng.shuffle(patients)
-        sizes = out[out["label"] == label].groupby("patient_id").size()
+        sizes = out[stratum == name].groupby("patient_id").size()
         goal = val_fraction * sizes.sum()
         taken, chosen = 0, []
         for patient in patients:
@@ -249,6 +286,12 @@ def patient_split(frame: pd.DataFrame, val_fraction: float, seed: int) -> pd.Dat
             taken += int(sizes.get(patient, 0))
         out.loc[out["patient_id"].isin(chosen), "split"] = "val"
     return out
+
+
+def _stratum_order(name: str) -> tuple[int, str]:
+    """NORMAL and PNEUMONIA first (so that their splits are those of data without OTHER films)."""
+    base = name.split(" ")[0]
+    return (FILM_CLASS_NAMES.index(base) if base in FILM_CLASS_NAMES else len(FILM_CLASS_NAMES), name)
 
 
 def _where(frame: pd.DataFrame) -> str:

@@ -7,8 +7,10 @@ is reported when at least one film carries a value for it, and films without one
 :func:`~pneumoscan.evaluation.bootstrap.bootstrap_metrics`, resampling patients.  A group of fewer
 than :data:`~pneumoscan.evaluation.metrics.MIN_FILMS` films is reported with its counts and point
 values only (no ROC-AUC, as in the headline; no intervals); a one-class group has no ROC-AUC.  The
-functions take any subset of a predictions table, so films left out (e.g. refused ones) are simply
-not passed in.
+metrics measure the NORMAL and PNEUMONIA films of a group; a group with OTHER films also gets the
+fraction of its clear and ambiguous OTHER films called PNEUMONIA (``other``,
+:mod:`pneumoscan.evaluation.other`).  The functions take any subset of a predictions table, so films
+left out (e.g. refused ones) are simply not passed in.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pneumoscan.classes import OUTPUT_CLASSES, binary_films
 from pneumoscan.evaluation.bootstrap import LEVEL, RESAMPLES, bootstrap_metrics, clusters_of
 from pneumoscan.evaluation.metrics import MIN_FILMS, binary_metrics
+from pneumoscan.evaluation.other import KINDS, called_entry, other_kinds, with_fraction
 
 GROUP_COLUMNS = ("site", "view", "sex", "age")
 AGE_BANDS: tuple[tuple[float, str], ...] = ((18, "0-17"), (40, "18-39"), (65, "40-64"), (np.inf, "65+"))
@@ -61,21 +65,33 @@ def group_metrics(
     """``{dimension: {group: entry}}`` for a predictions table (``label``, ``probability``, groups).
 
     Each entry has ``films``, ``patients``, films per class, the headline metrics and ``ci``
-    (``{metric: [low, high]}``, 95 %).
+    (``{metric: [low, high]}``, 95 %) of its NORMAL and PNEUMONIA films; with OTHER films in the
+    table, also ``OTHER`` (their number) and ``other`` (``{"clear"|"ambiguous": called_entry}``).
     """
     clusters = clusters_of(table)
     labels = table["label"].to_numpy().astype(int)
     probabilities = table["probability"].to_numpy(dtype=np.float64)
+    binary = binary_films(table)
+    kinds = other_kinds(table)
+    predicted = probabilities >= threshold
     result: dict[str, dict[str, dict[str, Any]]] = {}
     for column in GROUP_COLUMNS:
         names = group_labels(table, column)
         if names is None:
             continue
-        result[column] = {
-            name: group_entry(labels[mask], probabilities[mask], clusters[mask], threshold, resamples, seed)
-            for name in sorted(names.unique(), key=_group_order)
-            for mask in [(names == name).to_numpy()]
-        }
+        result[column] = {}
+        for name in sorted(names.unique(), key=_group_order):
+            mask = (names == name).to_numpy()
+            both = mask & binary
+            entry = group_entry(labels[both], probabilities[both], clusters[both], threshold, resamples, seed)
+            if not binary.all():
+                entry["OTHER"] = int((mask & ~binary).sum())
+                entry["other"] = {
+                    kind: called_entry(predicted[mask & which], clusters[mask & which])
+                    for kind, which in kinds.items()
+                    if (mask & which).any()
+                }
+            result[column][name] = entry
     return result
 
 
@@ -92,8 +108,7 @@ def group_entry(
     entry: dict[str, Any] = {
         "films": len(labels),
         "patients": len(np.unique(clusters)),
-        "NORMAL": int((labels == 0).sum()),
-        "PNEUMONIA": int((labels == 1).sum()),
+        **{name: int((labels == target).sum()) for target, name in enumerate(OUTPUT_CLASSES)},
     }
     entry.update({name: measured[name] for name in HEADLINE})
     if len(labels) < MIN_FILMS:
@@ -119,19 +134,27 @@ def bootstrap_description(clusters: np.ndarray, resamples: int = RESAMPLES, seed
 
 
 def format_groups(groups: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """Terminal table of :func:`group_metrics`: one line per group."""
+    """Terminal table of :func:`group_metrics`: one line per group (films and patients of NORMAL and
+    PNEUMONIA), and with OTHER films, their number and the fraction called PNEUMONIA."""
+    negative, positive = OUTPUT_CLASSES
     lines = []
     for column, entries in groups.items():
+        others = any("other" in entry for entry in entries.values())
         lines.append(
-            f"{column:<14}{'films':>7}{'patients':>9}{'NORMAL':>7}{'PNEUM.':>7}  "
-            f"{'accuracy':<21}{'ROC-AUC':<21}{'sensitivity':<21}specificity"
+            f"{column:<14}{'films':>7}{'patients':>9}{negative[:6]:>7}{positive[:5] + '.':>7}  "
+            f"{'accuracy':<21}{'ROC-AUC':<21}{'sensitivity':<21}{'specificity':<21}".rstrip()
+            + (f"{'OTHER':>7}  {'clear OTHER called ' + positive:<36}ambiguous" if others else "")
         )
         for name, entry in entries.items():
             cells = "".join(f"{with_interval(entry, metric):<21}" for metric in HEADLINE[:4])
-            lines.append(
-                f"  {name[:12]:<12}{entry['films']:>7}{entry['patients']:>9}{entry['NORMAL']:>7}"
-                f"{entry['PNEUMONIA']:>7}  {cells}".rstrip()
+            line = (
+                f"  {name[:12]:<12}{entry['films']:>7}{entry['patients']:>9}{entry[negative]:>7}"
+                f"{entry[positive]:>7}  {cells}"
             )
+            if others:
+                called = [with_fraction(entry.get("other", {}).get(kind)) for kind in KINDS]
+                line += f"{entry.get('OTHER', 0):>7}  {called[0]:<36}{called[1]}"
+            lines.append(line.rstrip())
     return "\n".join(lines)
 
 

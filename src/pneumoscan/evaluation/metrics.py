@@ -1,4 +1,5 @@
-"""Binary classification metrics (scikit-learn) for labels 0 = NORMAL, 1 = PNEUMONIA."""
+"""Binary classification metrics (scikit-learn) for the model's outputs: labels 0 = NORMAL, 1 = PNEUMONIA
+(:data:`pneumoscan.classes.OUTPUT_CLASSES`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix, log_loss, roc_auc_score
 
-CLASS_NAMES = ["NORMAL", "PNEUMONIA"]
+from pneumoscan.classes import OUTPUT_CLASSES
+
+CLASS_NAMES = list(OUTPUT_CLASSES)
 
 
 def calibration_bins(
@@ -38,12 +41,21 @@ MIN_FILMS = 10
 
 
 def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, Any]:
-    """Loss, accuracy, ROC-AUC, sensitivity, specificity, ECE, confusion matrix and per-class report.
+    """Loss, accuracy, ROC-AUC, sensitivity, specificity, ECE, confusion matrix and per-class report
+    (without films: ``images`` 0, every value None and an empty report).
 
     ROC-AUC is None for one class or fewer than :data:`MIN_FILMS` films.
     """
     labels = np.asarray(labels).astype(int)
     probabilities = np.asarray(probabilities, dtype=np.float64)
+    if not len(labels):
+        return {
+            "images": 0,
+            "threshold": float(threshold),
+            **dict.fromkeys(("loss", "accuracy", "roc_auc", "sensitivity", "specificity", "ece")),
+            "confusion_matrix": {"tn": 0, "fp": 0, "fn": 0, "tp": 0},
+            "report": {},
+        }
     predicted = (probabilities >= threshold).astype(int)
     tn, fp, fn, tp = confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
     both = len(np.unique(labels)) == 2 and len(labels) >= MIN_FILMS
@@ -73,6 +85,10 @@ def format_report(metrics: dict[str, Any]) -> str:
         return "n/a" if value is None else f"{value:.4f}"
 
     refused = metrics.get("refused")
+    if not metrics["images"]:
+        return f"no {' or '.join(CLASS_NAMES)} films: no {'/'.join(CLASS_NAMES)} metrics" + (
+            f" ({refused} images refused as out of distribution)" if refused else ""
+        )
     lines = [
         f"images {metrics['images']}  threshold {metrics['threshold']:.3f}"
         + (f"  (measured after {refused} images refused as out of distribution)" if refused else ""),
@@ -80,9 +96,9 @@ def format_report(metrics: dict[str, Any]) -> str:
         f"sensitivity {num('sensitivity')}  specificity {num('specificity')}",
         "",
         "confusion matrix (rows: true, columns: predicted)",
-        f"{'':>12}{'NORMAL':>11}{'PNEUMONIA':>11}",
-        f"{'NORMAL':>12}{cm['tn']:>11}{cm['fp']:>11}",
-        f"{'PNEUMONIA':>12}{cm['fn']:>11}{cm['tp']:>11}",
+        f"{'':>12}{CLASS_NAMES[0]:>11}{CLASS_NAMES[1]:>11}",
+        f"{CLASS_NAMES[0]:>12}{cm['tn']:>11}{cm['fp']:>11}",
+        f"{CLASS_NAMES[1]:>12}{cm['fn']:>11}{cm['tp']:>11}",
         "",
         f"{'':>14}{'precision':>10}{'recall':>10}{'f1-score':>10}{'support':>10}",
     ]

@@ -19,6 +19,7 @@ from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
 from pneumoscan.atomic import atomic_write_bytes
+from pneumoscan.classes import OUTPUT_CLASSES, present_classes
 from pneumoscan.data.imageio import read_image
 from pneumoscan.errors import ImageReadError
 from pneumoscan.evaluation.metrics import calibration_bins
@@ -48,6 +49,7 @@ def class_distribution(manifest: pd.DataFrame, path: Path) -> Path:
 def class_distribution_figure(manifest: pd.DataFrame) -> Figure:
     """Bar chart of images per class in each split, counts on the bars, the legend beside the axes."""
     counts = manifest.groupby(["split", "class_name"]).size().unstack(fill_value=0)
+    counts = counts[list(present_classes(list(counts.columns)))]  # in class-set order
     counts.columns.name = None
     fig, ax = plt.subplots(figsize=(6.5, 4))
     counts.plot.bar(ax=ax, rot=0)
@@ -67,9 +69,13 @@ def sample_grid(manifest: pd.DataFrame, path: Path, per_class: int = 4, seed: in
 
 
 def sample_grid_figure(manifest: pd.DataFrame, per_class: int = 4, seed: int = 0) -> Figure:
-    """A few random images of each class."""
-    fig, axes = plt.subplots(2, per_class, figsize=(2.2 * per_class, 4.8), squeeze=False)
-    for row, (name, group) in enumerate(manifest.groupby("class_name")):
+    """A few random images of each film class (one row each, in class-set order)."""
+    groups = dict(list(manifest.groupby("class_name")))
+    names = present_classes(list(groups))
+    rows = max(1, len(names))
+    fig, axes = plt.subplots(rows, per_class, figsize=(2.2 * per_class, 2.4 * rows), squeeze=False)
+    for row, name in enumerate(names):
+        group = groups[name]
         picks = group.sample(min(per_class, len(group)), random_state=seed)["path"].tolist()
         for col, ax in enumerate(axes[row]):
             ax.axis("off")
@@ -113,9 +119,8 @@ def confusion_figure(cm: dict[str, int]) -> Figure:
     matrix = np.array([[cm["tn"], cm["fp"]], [cm["fn"], cm["tp"]]])
     fig, ax = plt.subplots(figsize=(4.2, 3.8))
     ax.imshow(matrix, cmap="Blues")
-    names = ["NORMAL", "PNEUMONIA"]
-    ax.set_xticks([0, 1], names)
-    ax.set_yticks([0, 1], names)
+    ax.set_xticks([0, 1], OUTPUT_CLASSES)
+    ax.set_yticks([0, 1], OUTPUT_CLASSES)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("Confusion matrix")

@@ -29,6 +29,13 @@ class Scored:
     failures: dict[str, str]
     ood: np.ndarray | None = None
 
+    def refused_by(self, predictor: Predictor) -> np.ndarray:
+        """Per film, whether ``predictor``'s gate refuses it (all False without a gate or refusing)."""
+        gate = predictor.meta.gate
+        if self.ood is None or gate is None or not predictor.refuse:
+            return np.zeros(len(self.logits), dtype=bool)
+        return self.ood > gate.threshold
+
 
 def score_manifest(
     predictor: Predictor,

@@ -94,6 +94,7 @@ def metadata_props(meta: ModelMeta) -> dict[str, str]:
         "threshold": str(meta.threshold),
         "temperature": str(meta.temperature),
         "class_names": ",".join(meta.class_names),
+        "film_classes": ",".join(meta.film_classes),
     }
 
 

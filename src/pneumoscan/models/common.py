@@ -71,7 +71,8 @@ class XrayNetwork(nn.Module):
         self.gate: GateHead | None = None
 
     @property
-    def cam_layer(self) -> nn.Module:
+    def cam_layers(self) -> list[nn.Module]:
+        """The modules whose outputs are the feature stages heat maps are made from, first to last."""
         raise NotImplementedError
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -35,8 +35,10 @@ class BasicBlock(nn.Module):
 
 @register("pneumo-resnet")
 class PneumoResNet(XrayNetwork):
-    """Stem (3x3, stride ``stem_stride``), one residual stage per width (each halving the resolution), global
-    average pooling, dropout and a linear logit. About 1.2M parameters with the default widths."""
+    """Stem (3x3, stride ``stem_stride``), one residual stage per width (each after the first halving the
+    resolution, or as ``strides`` says: 1 keeps it, so a last stage of stride 1 gives a finer last feature
+    map for heat maps), global average pooling, dropout and a linear logit. About 1.2M parameters with
+    the default widths."""
 
     def __init__(
         self,
@@ -47,6 +49,7 @@ class PneumoResNet(XrayNetwork):
         blocks: int = 1,
         dropout: float = 0.2,
         stem_stride: int = 2,
+        strides: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         del image_size  # fully convolutional: any input size works
@@ -57,12 +60,14 @@ class PneumoResNet(XrayNetwork):
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.normalize = InputNormalization(normalization)
         self.stem = nn.Sequential(_conv_bn(in_channels, widths[0], stride=stem_stride), nn.ReLU())
+        strides = list(strides) if strides is not None else [1] + [2] * (len(widths) - 1)
+        if len(strides) != len(widths) or any(s not in (1, 2) for s in strides):
+            raise TypeError(f"strides {strides}: give 1 or 2 for each of the {len(widths)} stages")
         stages: list[nn.Module] = []
         cin = widths[0]
-        for i, width in enumerate(widths):
+        for width, stride in zip(widths, strides, strict=True):
             layers = [
-                BasicBlock(cin if j == 0 else width, width, 1 if i == 0 and j == 0 else 2 if j == 0 else 1)
-                for j in range(blocks)
+                BasicBlock(cin if j == 0 else width, width, stride if j == 0 else 1) for j in range(blocks)
             ]
             stages.append(nn.Sequential(*layers))
             cin = width
@@ -73,8 +78,8 @@ class PneumoResNet(XrayNetwork):
         )
 
     @property
-    def cam_layer(self) -> nn.Module:
-        return self.stages[-1]
+    def cam_layers(self) -> list[nn.Module]:
+        return list(self.stages)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(self.normalize(x)))

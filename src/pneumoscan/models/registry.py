@@ -3,10 +3,10 @@
 An architecture is a :class:`~pneumoscan.models.common.XrayNetwork` subclass whose constructor
 takes ``in_channels``, ``image_size`` and ``normalization`` plus its own keyword options, splits
 its forward pass into ``forward_features`` and ``forward_head`` (one logit per image) and exposes
-``cam_layer``: the module whose output is the last convolutional stage, used for Grad-CAM heat
-maps.  With ``ModelConfig.gate`` the built network also carries the "chest film?" gate head.  It may
-provide ``inference_copy()``: a network computing the same eval-mode function faster (see
-:func:`inference_network`).
+``cam_layers``: the modules whose outputs are its convolutional stages, first to last, used for the
+heat maps of :mod:`pneumoscan.explain`.  With ``ModelConfig.gate`` the built network also carries
+the "chest film?" gate head.  It may provide ``inference_copy()``: a network computing the same
+eval-mode function faster (see :func:`inference_network`).
 """
 
 from __future__ import annotations

@@ -90,8 +90,8 @@ class SeedCNN(XrayNetwork):
         )
 
     @property
-    def cam_layer(self) -> nn.Module:
-        return self.features[-1][1]  # type: ignore[index]  # activation of the last convolution, before its pooling
+    def cam_layers(self) -> list[nn.Module]:
+        return [block[1] for block in self.features]  # type: ignore[index]  # each block's activation, before its pooling
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(self.normalize(x))
@@ -109,7 +109,7 @@ class SeedCNN(XrayNetwork):
         padding, so exactly) or the first Dense layer. The full-resolution maps then take a
         convolution and a pooling pass instead of four passes. Blocks with a scale ``a <= 0`` stay
         as they are, and so does the last block of a network with a gate, whose head reads its
-        output. Grad-CAM must use the original (its ``cam_layer`` is before the pooling).
+        output. Grad-CAM must use the original (its ``cam_layers`` are before the pooling).
         """
         copy = deepcopy(self).eval()
         pending: tuple[torch.Tensor, torch.Tensor] | None = None  # (a, b) not yet folded

@@ -10,7 +10,8 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from urllib.parse import urlparse
 
 from pydicom.dataset import Dataset
@@ -18,10 +19,21 @@ from pydicom.dataset import Dataset
 from pneumoscan.errors import PneumoscanError
 
 TIMEOUT_SECONDS = 30.0
+PAGE = 1000  # studies asked for per search; a full answer is searched again in smaller date ranges
 
 
 class ArchiveError(PneumoscanError):
     """The archive cannot be reached, refuses the credentials, or answers a request with an error."""
+
+
+@dataclass
+class StudySearch:
+    """What a search by date found: Study Instance UIDs; one line for each date range whose answer
+    stayed capped (``capped``), and notes on what else a capped archive may hide (``notes``)."""
+
+    uids: list[str]
+    capped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 class Archive:
@@ -42,20 +54,45 @@ class Archive:
         self.client = DICOMwebClient(self.url, session=session, timeout=TIMEOUT_SECONDS)
         self.client.set_http_retry_params(max_attempts=2)
 
-    def find_studies(self, since: datetime, modalities: Sequence[str]) -> list[str]:
-        """UIDs of the studies with one of ``modalities`` whose study date/time is at or after ``since``."""
+    def check(self) -> None:
+        """Raise :class:`ArchiveError` unless the archive answers a search (URL, login, connection)."""
+        with self._errors("search for studies"):
+            self.client.search_for_studies(limit=1)
+
+    def find_studies(self, since: datetime, modalities: Sequence[str]) -> StudySearch:
+        """The studies with one of ``modalities`` whose study date/time is at or after ``since``.
+
+        A study without StudyTime on the ``since`` day, and one without StudyDate, counts as inside.
+        Archives cap search answers (Orthanc's ``LimitFindResults``) and some ignore offsets, so a full
+        answer is searched again in two halves of its date range, down to single days; a study date whose
+        answer is still full is named in ``capped``; undated studies a full answer may hide in ``notes``.
+        """
+        search = _Search(self)
         studies: dict[str, Dataset] = {}
         for modality in modalities:
-            filters = {"StudyDate": f"{since:%Y%m%d}-", "ModalitiesInStudy": modality}
-            with self._errors("search for studies"):
-                found = self.client.search_for_studies(search_filters=filters)
-            for study in map(Dataset.from_json, found):
-                studies.setdefault(str(study.StudyInstanceUID), study)
-        return sorted(uid for uid, study in studies.items() if _study_start(study) >= since)
+            studies.update(search.dated(modality, since.date()))
+            studies.update(search.undated(modality))
+        uids = sorted(uid for uid, study in studies.items() if _is_since(study, since))
+        return StudySearch(uids, search.capped(), search.notes())
+
+    def search(self, filters: dict[str, str], limit: int) -> dict[str, Dataset]:
+        """One QIDO-RS study search (at most ``limit`` answers), by Study Instance UID."""
+        with self._errors("search for studies"):
+            found = self.client.search_for_studies(search_filters=filters, limit=limit)
+        studies = (Dataset.from_json(item) for item in found)
+        return {str(study.StudyInstanceUID): study for study in studies}
 
     def instances(self, study_uid: str) -> list[Dataset]:
         """QIDO-RS headers (UIDs, modality, series description) of the instances of one study."""
-        fields = ["Modality", "SeriesDescription", "BodyPartExamined", "ViewPosition", "InstanceNumber"]
+        fields = [
+            "Modality",
+            "SOPClassUID",
+            "SeriesDescription",
+            "BodyPartExamined",
+            "ViewPosition",
+            "ViewCodeSequence",
+            "InstanceNumber",
+        ]
         with self._errors(f"list study {study_uid}"):
             found = self.client.search_for_instances(study_uid, fields=fields)
         if not found:
@@ -121,11 +158,100 @@ def _http_message(url: str, action: str, response: object) -> str:
     return f"{url}: cannot {action} (HTTP {status}); {advice}"
 
 
-def _study_start(study: Dataset) -> datetime:
-    """The study date and time (midnight when the time is missing; the distant past when both are)."""
-    date = str(study.get("StudyDate") or "")
-    time = str(study.get("StudyTime") or "").split(".")[0].ljust(6, "0")
+class _Search:
+    """Study searches of one archive that learn its answer cap.
+
+    An answer with ``full`` studies or more may be capped. ``full`` starts at the limit asked for and
+    drops to the size of an answer shown to be capped, because halves of its range found more.
+    """
+
+    def __init__(self, archive: Archive) -> None:
+        self.archive = archive
+        self.full = PAGE
+        self.learned = False  # whether ``full`` is the archive's cap, so that smaller answers are complete
+        self.capped_days: set[date] = set()
+        self.capped_after: date | None = None
+        self.undated_capped = False
+
+    def dated(self, modality: str, first: date) -> dict[str, Dataset]:
+        """The studies of ``modality`` dated ``first`` or later."""
+        return self._gather(modality, first, None, self._query(modality, first, None))
+
+    def undated(self, modality: str) -> dict[str, Dataset]:
+        """The studies of ``modality`` without StudyDate that an undated search lists."""
+        found = self.archive.search({"ModalitiesInStudy": modality}, PAGE)
+        self.undated_capped |= len(found) >= self.full
+        return {uid: study for uid, study in found.items() if not study.get("StudyDate")}
+
+    def capped(self) -> list[str]:
+        """One line for each date (or the dates after one) whose answer stayed full."""
+        advice = "more may exist: raise its limit or give those studies with --study"
+        lines = [
+            f"the archive capped results for {day:%Y-%m-%d}; {advice}" for day in sorted(self.capped_days)
+        ]
+        if self.capped_after is not None:
+            lines.append(f"the archive capped results after {self.capped_after:%Y-%m-%d}; {advice}")
+        return lines
+
+    def notes(self) -> list[str]:
+        """A line when studies without StudyDate may be hidden by a capped answer."""
+        if not self.undated_capped:
+            return []
+        return ["studies without a StudyDate cannot be found by date in this archive; give them with --study"]
+
+    def _query(self, modality: str, first: date, last: date | None) -> dict[str, Dataset]:
+        days = f"{first:%Y%m%d}-{last:%Y%m%d}" if last is not None else f"{first:%Y%m%d}-"
+        return self.archive.search({"StudyDate": days, "ModalitiesInStudy": modality}, PAGE)
+
+    def _gather(
+        self, modality: str, first: date, last: date | None, found: dict[str, Dataset]
+    ) -> dict[str, Dataset]:
+        """All studies dated ``first`` to ``last`` (None: no end), given one answer ``found`` for them."""
+        halves = _halves(first, last)
+        if len(found) <= 1 or halves is None or (self.learned and len(found) < self.full):
+            if len(found) >= self.full and last is not None:
+                self.capped_days.add(first)
+            elif len(found) >= self.full:
+                self.capped_after = first
+            return found
+        (lo_first, lo_last), (hi_first, hi_last) = halves
+        low, high = self._query(modality, lo_first, lo_last), self._query(modality, hi_first, hi_last)
+        if len(low) + len(high) > len(found):  # the archive capped `found`: so it caps every answer
+            self.full, self.learned = min(self.full, len(found)), True
+        elif len(found) < self.full and max(len(low), len(high)) < len(found):
+            return found  # both halves smaller and together no more: `found` was all of them
+        return {
+            **self._gather(modality, lo_first, lo_last, low),
+            **self._gather(modality, hi_first, hi_last, high),
+        }
+
+
+def _halves(first: date, last: date | None) -> tuple[tuple[date, date], tuple[date, date | None]] | None:
+    """``first``..``last`` split in two date ranges; None for a single day (or the future, when open)."""
+    if last is None:
+        today = date.today()
+        return ((first, today), (today + timedelta(days=1), None)) if first <= today else None
+    if first >= last:
+        return None
+    middle = first + (last - first) // 2
+    return (first, middle), (middle + timedelta(days=1), last)
+
+
+def _is_since(study: Dataset, since: datetime) -> bool:
+    """Whether the study is at or after ``since``: a later date, or the same date and no earlier time.
+
+    A study without StudyDate, or without StudyTime on the ``since`` day, counts as inside.
+    """
     try:
-        return datetime.strptime(date + time[:6], "%Y%m%d%H%M%S")
+        day = datetime.strptime(str(study.get("StudyDate") or ""), "%Y%m%d").date()
     except ValueError:
-        return datetime.min
+        return True
+    if day != since.date():
+        return day > since.date()
+    time = str(study.get("StudyTime") or "").split(".")[0]
+    if not time:
+        return True
+    try:
+        return datetime.combine(day, datetime.strptime(time.ljust(6, "0")[:6], "%H%M%S").time()) >= since
+    except ValueError:
+        return True

@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from pneumoscan.atomic import atomic_path
-from pneumoscan.data.imageio import dicom_refusals
-from pneumoscan.errors import PneumoscanError
+from pneumoscan.data.imageio import dicom_refusals, read_dicom_header
+from pneumoscan.errors import ImageReadError, PneumoscanError
 from pneumoscan.pacs.results import check_source, heatmap_sc, result_sr
 from pneumoscan.predict import Prediction, Predictor
 
@@ -38,7 +36,7 @@ def write_dicom_results(
                 from pneumoscan.explain import explain_file
 
                 overlay = explain_file(predictor, prediction.path).overlay
-                objects.append(heatmap_sc(header, overlay, predictor.meta))
+                objects.append(heatmap_sc(header, overlay, predictor.meta, prediction.path))
         except PneumoscanError as exc:
             skipped.append(str(exc))
             continue
@@ -48,11 +46,9 @@ def write_dicom_results(
 
 def _read_header(path: str) -> Dataset:
     try:
-        header = pydicom.dcmread(path, stop_before_pixels=True)
-    except InvalidDicomError:
-        raise PneumoscanError(f"{path}: not a DICOM file; no DICOM result written for it") from None
-    except Exception as exc:  # damaged files were reported while predicting; be safe anyway
-        raise PneumoscanError(f"{path}: DICOM header cannot be read ({type(exc).__name__})") from None
+        header = read_dicom_header(path)
+    except ImageReadError as exc:
+        raise PneumoscanError(f"{exc}; no DICOM result written for it") from None
     check_source(header, path)
     refusals = dicom_refusals(header)
     if refusals:

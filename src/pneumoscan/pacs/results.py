@@ -6,15 +6,18 @@
   refers to, and the model as the algorithm (name and creation time as its version); a film the
   model refused is recorded as "Indeterminate" with a comment "not judged: <reason>" and no
   probability;
-* with heat maps, a **Secondary Capture** of the Grad-CAM overlay (RGB).
+* with heat maps, a **Secondary Capture** of the heat-map overlay (RGB), the map the model file names.
 
-Both copy the patient and study attributes of the source, are marked as research content, and get
+Both copy the patient and study attributes of the source (its Type 2 ones left empty where the film
+lacks them, as anonymised films often do), are marked as research content, and get
 UIDs derived from the source SOP Instance UID and the model identity, so that the same film and model
 always give the same objects: a second run finds them in the archive and stores nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +37,18 @@ SR_SERIES_NUMBER = 9901
 SC_SERIES_NUMBER = 9902
 PNEUMONIA = Code("233604007", "SCT", "Pneumonia")
 _REQUIRED = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+TYPE2_COPIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyID",
+    "ReferringPhysicianName",
+)
+"""Type 2 attributes (present, possibly empty) the results copy from the film; a film may lack them."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +82,48 @@ def check_source(source: Dataset, name: str) -> None:
 
 
 def result_sr(source: Dataset, prediction: Prediction, meta: ModelMeta) -> Dataset:
-    """The Comprehensive SR reporting ``prediction`` for the film ``source`` (a header is enough)."""
+    """The Comprehensive SR reporting ``prediction`` for the film ``source`` (a header is enough).
+
+    Raises :class:`~pneumoscan.errors.PneumoscanError` (naming ``prediction.path``) when the film's
+    header holds values no SR can carry.
+    """
+    with _building(prediction.path):
+        return _result_sr(_with_type2(source), prediction, meta)
+
+
+def heatmap_sc(source: Dataset, overlay: np.ndarray, meta: ModelMeta, name: str) -> Dataset:
+    """The Secondary Capture of the heat-map ``overlay`` (uint8 RGB) for the film ``source``.
+
+    Raises :class:`~pneumoscan.errors.PneumoscanError` (naming ``name``) when the film's header holds
+    values no capture can carry.
+    """
+    with _building(name):
+        return _heatmap_sc(_with_type2(source), overlay, meta)
+
+
+def _with_type2(source: Dataset) -> Dataset:
+    """``source`` (its elements shared) with each of :data:`TYPE2_COPIED` present, empty if absent."""
+    filled = Dataset()
+    filled.update(source)
+    for keyword in TYPE2_COPIED:
+        if filled.get(keyword) is None:
+            setattr(filled, keyword, "")
+    return filled
+
+
+@contextmanager
+def _building(name: str) -> Iterator[None]:
+    """Turn highdicom's refusal of a header value (e.g. a PatientSex of ``X``) into a one-line error."""
+    try:
+        yield
+    except (AttributeError, TypeError, ValueError) as exc:
+        detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise PneumoscanError(
+            f"{name}: its DICOM header cannot be carried into a result ({detail}); no result written for it"
+        ) from None
+
+
+def _result_sr(source: Dataset, prediction: Prediction, meta: ModelMeta) -> Dataset:
     import highdicom as hd
 
     uids = result_uids(source, meta)
@@ -108,8 +164,7 @@ def result_sr(source: Dataset, prediction: Prediction, meta: ModelMeta) -> Datas
     )
 
 
-def heatmap_sc(source: Dataset, overlay: np.ndarray, meta: ModelMeta) -> Dataset:
-    """The Secondary Capture of the heat-map ``overlay`` (uint8 RGB) for the film ``source``."""
+def _heatmap_sc(source: Dataset, overlay: np.ndarray, meta: ModelMeta) -> Dataset:
     import highdicom as hd
 
     uids = result_uids(source, meta)
@@ -132,7 +187,7 @@ def heatmap_sc(source: Dataset, overlay: np.ndarray, meta: ModelMeta) -> Dataset
     capture.PatientOrientation = source.get("PatientOrientation", "")  # same pixel layout as the film
     capture.Laterality = source.get("Laterality") or ""  # type 2C; dciodvfy asks for it on a capture
     capture.BurnedInAnnotation = "NO"
-    capture.ImageComments = f"Grad-CAM heat map of {meta.model_id()}; not for diagnosis"
+    capture.ImageComments = f"heat map ({meta.explain.describe()}) of {meta.model_id()}; not for diagnosis"
     return capture
 
 

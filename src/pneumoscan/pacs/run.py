@@ -11,15 +11,13 @@ SR that says it was not judged, and no heat map.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import pydicom
 from pydicom.dataset import Dataset
 
-from pneumoscan.data.imageio import dicom_refusals
-from pneumoscan.errors import PneumoscanError
+from pneumoscan.data.imageio import dicom_refusals, read_dicom_header_bytes
+from pneumoscan.errors import InputRefusedError, PneumoscanError
 from pneumoscan.pacs.archive import Archive
 from pneumoscan.pacs.results import (
     SERIES_DESCRIPTION_PREFIX,
@@ -78,8 +76,7 @@ def _process_instance(
     result = InstanceResult(study, sop, modality, "skipped")
     refusals = dicom_refusals(instance)
     if refusals:
-        result.error = f"{study}/{sop}: refused: {'; '.join(refusals)}"
-        return result
+        return _refused(result, InputRefusedError(f"{study}/{sop}", "; ".join(refusals)))
     uids = result_uids(instance, predictor.meta)
     missing = {"SR": uids.sr_instance, **({"SC": uids.sc_instance} if heatmaps else {})}
     missing = {kind: uid for kind, uid in missing.items() if uid not in present}
@@ -91,10 +88,19 @@ def _process_instance(
         result.prediction, objects = _predict_instance(predictor, data, f"{study}/{sop}", set(missing))
         if objects:
             archive.store(study, list(objects.values()))
+    except InputRefusedError as exc:  # the film's own header refuses it (the archive's search did not)
+        return _refused(result, exc)
     except PneumoscanError as exc:
         result.error = str(exc)
         return result
     result.status = "stored " + ", ".join(objects) if objects else "not judged, nothing stored"
+    return result
+
+
+def _refused(result: InstanceResult, exc: InputRefusedError) -> InstanceResult:
+    """``result`` for a film its DICOM header refuses: skipped, refused as ``predict`` marks it."""
+    result.prediction = Prediction.of_refused_file(f"{result.study_uid}/{result.sop_uid}", exc)
+    result.error = str(exc)
     return result
 
 
@@ -105,7 +111,7 @@ def _predict_instance(
 
     A film the model refuses gets no heat map (its SR says it was not judged).
     """
-    header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    header = read_dicom_header_bytes(data, name)
     check_source(header, name)
     image = read_bytes_for_model(data, name, predictor.meta.preprocess)
     capture = None
@@ -116,7 +122,7 @@ def _predict_instance(
         full = read_image_bytes(data, name, accept_refused=True)
         explanation = explain_image(predictor, full, name, model_image=image)
         prediction = explanation.prediction
-        capture = heatmap_sc(header, explanation.overlay, predictor.meta)
+        capture = heatmap_sc(header, explanation.overlay, predictor.meta, name)
     else:
         prediction = predictor.predict_images([image], [name])[0]
     objects = {"SR": result_sr(header, prediction, predictor.meta)} if "SR" in kinds else {}

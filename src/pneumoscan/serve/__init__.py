@@ -26,6 +26,8 @@ DEFAULT_MAX_IN_FLIGHT = 16
 """Most upload requests worked on at once; more are answered 503 at once instead of queueing."""
 DEFAULT_BODY_TIMEOUT_S = 30.0
 """Seconds a client may take to send its request body."""
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+"""Seconds a connection may take to send complete request headers (after opening, or after an answer)."""
 DEFAULT_SAVE_UPLOADS_MAX_BYTES = 2**30
 """Cap of the ``--save-uploads`` folder."""
 
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT_S",
+    "DEFAULT_HEADER_TIMEOUT_S",
     "DEFAULT_MAX_IN_FLIGHT",
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MAX_REQUEST_PIXELS",

@@ -163,9 +163,9 @@ def create_app(
         When no file can be used the request fails with the first file's error; otherwise
         unreadable files come back with ``error`` set.
         """
-        async with in_flight.slot():
-            uploads = await within(body_timeout, read_uploads(request, max_upload_bytes))
-            check_pixel_budget(uploads, max_request_pixels, None if heatmap else model_side)
+        uploads = await within(body_timeout, read_uploads(request, max_upload_bytes))
+        async with in_flight.slot():  # from the body's arrival: slow senders cannot take every slot
+            check_pixel_budget(uploads, max_request_pixels, None if heatmap else model_side, max_pixels)
             outcomes = await service.predict(uploads, heatmap, refuse)
         failed = [outcome for outcome in outcomes if outcome.prediction.error]
         if len(failed) == len(outcomes):
@@ -212,6 +212,7 @@ def _model_info(service: InferenceService, max_upload_bytes: int, max_pixels: in
         engine=service.predictor.engine.name,
         heatmaps=service.heatmaps,
         class_names=meta.class_names,
+        film_classes=list(meta.film_classes),
         preprocessing=meta.preprocess.model_dump(),
         threshold=meta.threshold,
         threshold_rule=meta.threshold_rule,

@@ -22,7 +22,6 @@ from pneumoscan.serve.batching import MicroBatcher
 from pneumoscan.serve.errors import error_status
 from pneumoscan.serve.uploads import Upload, UploadArchive
 
-WEB_OVERLAY_SIDE = 512  # px: enough for the page, and a quarter of the full overlay's encoding time
 NO_HEATMAP_ENGINE = "heat maps need the torch engine; this server runs the {engine} engine"
 REFUSED = "no heat map: the image was refused (ask with refuse=false to judge it anyway)"
 
@@ -114,4 +113,4 @@ class InferenceService:
         model_image = self._decode(upload, accept_refused=True)
         shown = self._decode(upload, for_model=False, accept_refused=True)
         explanation = explain_image(self.predictor, shown, upload.name, model_image=model_image)
-        return overlay_png(explanation, WEB_OVERLAY_SIDE), film_png(shown, WEB_OVERLAY_SIDE)
+        return overlay_png(explanation), film_png(shown)  # the film's resolution, up to 1024 px a side

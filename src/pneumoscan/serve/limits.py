@@ -1,9 +1,10 @@
 """Bounds on the work a server takes on at once: requests in flight and the time a body may take.
 
-Each upload request holds one slot from the moment its headers arrive until its answer is ready;
-when every slot is taken a new request is answered 503 at once instead of queueing without bound
-(each one holds up to the upload limit in memory).  A request body that does not arrive within the
-time limit is answered 408, so slow clients cannot hold slots forever.
+Each upload request holds one slot from the moment its whole body has arrived until its answer is
+ready, so clients that send slowly never hold one; when every slot is taken a new request is
+answered 503 at once instead of queueing without bound.  A request body that does not arrive within
+the time limit is answered 408 (and request headers have their own timeout,
+:mod:`~pneumoscan.serve.protocol`).
 """
 
 from __future__ import annotations

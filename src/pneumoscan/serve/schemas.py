@@ -27,7 +27,7 @@ class ImageResult(BaseModel):
     refusal_reason: str = Field("", description="why the image is out of distribution")
     heatmap: str | None = Field(
         None,
-        description="with heatmap=true: base64 PNG of the Grad-CAM heat map over the image, with a colour "
+        description="with heatmap=true: base64 PNG of the model's heat map over the image, with a colour "
         "bar; its peak is the probability of pneumonia, so a confident NORMAL film stays blue",
     )
     film: str | None = Field(
@@ -61,7 +61,10 @@ class ModelInfo(BaseModel):
     architecture_options: dict[str, Any]
     engine: str
     heatmaps: bool = Field(description="whether heatmap=true can return heat maps (torch engine only)")
-    class_names: tuple[str, str]
+    class_names: tuple[str, str] = Field(
+        description="the model's output classes (labels), the positive class (pneumonia) last"
+    )
+    film_classes: list[str] = Field(description="the kinds of film the model was trained on")
     preprocessing: dict[str, Any]
     threshold: float
     threshold_rule: str

@@ -79,16 +79,17 @@ async def read_uploads(request: Request, max_bytes: int) -> list[Upload]:
     return uploads
 
 
-def check_pixel_budget(uploads: list[Upload], budget: int, min_side: int | None) -> None:
+def check_pixel_budget(uploads: list[Upload], budget: int, min_side: int | None, max_pixels: int) -> None:
     """Refuse a request whose images together decode to more than ``budget`` pixels.
 
     Sizes come from the headers (:func:`~pneumoscan.data.imageio.decoded_size`; a JPEG counts at the
-    reduced scale it is decoded at when ``min_side`` is given), so nothing is decoded to find out.
-    Raises :class:`~pneumoscan.errors.TooLargeError` (413).
+    reduced scale it is decoded at when ``min_side`` is given), so nothing is decoded to find out;
+    ``max_pixels`` is the server's limit for one image. Raises
+    :class:`~pneumoscan.errors.TooLargeError` (413).
     """
     total = 0
     for upload in uploads:
-        width, height = decoded_size(upload.data, min_side=min_side)
+        width, height = decoded_size(upload.data, min_side=min_side, max_pixels=max_pixels)
         total += width * height
     if total > budget:
         raise TooLargeError(

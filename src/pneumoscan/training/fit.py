@@ -42,12 +42,14 @@ from torch import nn
 
 from pneumoscan.atomic import atomic_write_text
 from pneumoscan.calibration import calibrated, choose_threshold, fit_temperature, ood_scores
+from pneumoscan.classes import present_classes
 from pneumoscan.config import Config
 from pneumoscan.data.datamodule import XrayDataModule
 from pneumoscan.engines.torch_engine import TorchEngine, load_network, network_tensors
 from pneumoscan.errors import DataError, PneumoscanError, os_error
 from pneumoscan.evaluation import plots
 from pneumoscan.evaluation.metrics import binary_metrics
+from pneumoscan.evaluation.other import other_metrics
 from pneumoscan.hardware import lightning_precision
 from pneumoscan.model_file import ModelMeta, save_model
 from pneumoscan.model_source import resolve_model
@@ -115,12 +117,12 @@ def _train(
     config, checkpoint_path = check_run_dir(run_dir, _with_sources(config or Config(), data, resume), resume)
     checkpoint = read_checkpoint(checkpoint_path) if checkpoint_path is not None else None
     check_model(config.model, config.preprocess)  # before any data is decoded
+    L.seed_everything(config.train.seed, workers=True, verbose=False)
     clock = RunClock()
     if checkpoint is not None:
         _keep_metrics_log(run_dir)
     bars = live_bars(progress, sys.stdout)
-    trainer = _trainer(config, run_dir, progress, bars, clock)  # its settings too
-    L.seed_everything(config.train.seed, workers=True, verbose=False)
+    trainer = _trainer(config, run_dir, progress, bars, clock)
     sources = _sources(data) or config.data.sources
     data_module = XrayDataModule(sources, config, progress)
     data_module.prepare_data()
@@ -379,17 +381,31 @@ def _finish(
     metrics: dict[str, Any],
     synthetic: bool,
 ) -> Path:
-    """Calibrate on validation, set the gate's threshold, measure both, write the model file and summary."""
+    """Calibrate on validation, set the gate's threshold, measure both, write the model file and summary.
+
+    The validation films are those the run uses (NORMAL, PNEUMONIA and, unless
+    ``data.ambiguous_other`` is ``negative``, clear OTHER films as negatives); OTHER films are also
+    measured apart (``validation_other``: the fraction called PNEUMONIA).
+    """
     meta = ModelMeta(
-        model=config.model, preprocess=config.preprocess, config=config, synthetic_data=synthetic
+        model=config.model,
+        preprocess=config.preprocess,
+        config=config,
+        synthetic_data=synthetic,
+        explain=config.explain,
+        film_classes=present_classes(data.rows["train"]["class_name"]),
     )
     predictor = Predictor(TorchEngine(meta, module.net.cpu().float()))  # fp32, as predict runs it
     val = data.dataset("val")
     logits, gate_logits = predictor.outputs(np.asarray(val.pixels))
     temperature = fit_temperature(logits, val.labels) if config.calibration.temperature_scaling else 1.0
     probs = calibrated(logits, temperature)
-    threshold, rule = choose_threshold(probs, val.labels, config.calibration, sites=val.sites)
+    choice = choose_threshold(probs, val.labels, config.calibration, sites=val.sites)
+    threshold = choice.threshold
     metrics["validation"] = binary_metrics(val.labels.astype(int), probs, threshold)
+    other = other_metrics(data.rows["val"].assign(predicted=(probs >= threshold).astype(int)))
+    if other is not None:
+        metrics["validation_other"] = other
     gate = None
     if gate_logits is not None:
         negatives = {
@@ -404,7 +420,7 @@ def _finish(
     meta = meta.model_copy(
         update={
             "threshold": threshold,
-            "threshold_rule": rule,
+            "threshold_rule": choice.rule,
             "temperature": temperature,
             "metrics": metrics,
             "gate": gate,

@@ -1,7 +1,8 @@
 """The refusal threshold of the gate, chosen on validation chest films, and what it refuses.
 
-The threshold on ``ood_score`` is the ``1 - gate.max_refused`` quantile of the validation chest
-films' scores, so at most ``gate.max_refused`` of them are refused, but never below
+The threshold on ``ood_score`` is the highest of the sites' ``1 - gate.max_refused`` quantiles of their
+validation chest films' scores, so at most ``gate.max_refused`` of any site's films are refused (a site
+of unusual films -- bedside, low contrast -- is not sacrificed to the others), but never below
 ``gate.min_threshold``: a floor that keeps a margin for chest films from sites the model has not
 seen, whose scores run higher than those of its own validation films.
 """
@@ -21,13 +22,19 @@ def choose_gate(
     chest_sites: np.ndarray | None = None,
 ) -> GateMeta:
     """The :class:`GateMeta` for validation chest films' ``ood_score`` and held-out negatives' scores."""
-    quantile = (
-        float(np.quantile(chest_scores, 1 - cfg.max_refused, method="higher")) if chest_scores.size else 0.0
+    groups = (
+        [chest_scores]
+        if chest_sites is None
+        else [chest_scores[chest_sites == s] for s in np.unique(chest_sites)]
+    )
+    quantile = max(
+        (float(np.quantile(g, 1 - cfg.max_refused, method="higher")) for g in groups if g.size), default=0.0
     )
     threshold = float(np.clip(max(quantile, cfg.min_threshold), 1e-6, 1 - 1e-6))
+    each = "each site's" if chest_sites is not None else "the"
     rule = (
-        f"ood_score above the larger of {cfg.min_threshold:g} and the {1 - cfg.max_refused:.1%} quantile "
-        f"of {chest_scores.size} validation chest films' scores ({quantile:.4f})"
+        f"ood_score above the larger of {cfg.min_threshold:g} and the highest {1 - cfg.max_refused:.1%} "
+        f"quantile of {each} validation chest films' scores ({chest_scores.size} films; {quantile:.4f})"
     )
     validation: dict[str, object] = {
         "chest_films": int(chest_scores.size),

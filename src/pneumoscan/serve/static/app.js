@@ -3,7 +3,7 @@
 
 const byId = (id) => document.getElementById(id);
 let limits = null;
-let positiveClass = "PNEUMONIA";
+let positiveClass = null; // the model's positive output class, from /v1/model
 
 function setStatus(text, isError = false) {
   const status = byId("status");
@@ -102,12 +102,12 @@ function renderResult(result) {
   card.querySelector(".probability").textContent = percent(result.probability);
   const label = card.querySelector(".label");
   label.textContent = result.label;
-  label.classList.add(result.label === positiveClass ? "positive" : "negative");
+  label.classList.add(positiveClass !== null && result.label === positiveClass ? "positive" : "negative");
   card.querySelector(".meter-fill").style.width = percent(result.probability).replace(" ", "");
   card.querySelector(".meter-threshold").style.left = percent(result.threshold).replace(" ", "");
   card.querySelector(".threshold").textContent =
-    `Probability of pneumonia. The label is ${positiveClass} at or above the model's threshold of ` +
-    `${percent(result.threshold)}.`;
+    `Probability of pneumonia. The label is ${positiveClass ?? "positive"} at or above the model's ` +
+    `threshold of ${percent(result.threshold)}.`;
   const warnings = card.querySelector(".warnings");
   for (const text of result.warnings) {
     const item = document.createElement("li");
