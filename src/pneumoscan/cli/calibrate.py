@@ -11,17 +11,13 @@ from pneumoscan.errors import PneumoscanError
 if TYPE_CHECKING:
     from pneumoscan.recalibrate import Recalibration
 
-RULES = (
-    "fixed",
-    "sensitivity-bound",
-    "sensitivity-point",
-    "specificity-bound",
-    "specificity-point",
-    "youden",
-)
-
 
 def add(sub: argparse._SubParsersAction) -> None:
+    from typing import get_args
+
+    from pneumoscan.config import ThresholdRule
+
+    rules = [rule for rule in get_args(ThresholdRule) if rule != "worst-site"]  # worst-site needs sites
     p = sub.add_parser(
         "calibrate",
         help="refit a model's temperature and threshold on a new site's labelled films",
@@ -34,7 +30,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="new model file to write (same suffix as MODEL)")
     p.add_argument(
         "--rule",
-        choices=RULES,
+        choices=rules,
         help="threshold rule (default: the model's own; with a target: its bound rule): fixed "
         "(--threshold); sensitivity-bound, the highest threshold whose one-sided Clopper-Pearson lower "
         "bound of sensitivity at --confidence is at least --target-sensitivity (the target holds on new "
